@@ -1,0 +1,90 @@
+"""The public, dispatching API: one entry point per operation, any backend."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+
+from . import reference
+from ._checks import NoncesLike, check_distance_args, check_input_args
+from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
+
+__all__ = ["BACKENDS", "available_backends", "compute_distances", "generate_inputs"]
+
+#: Every backend name the API knows, in the order ``"auto"`` prefers them.
+BACKENDS = ("triton", "cpp", "reference")
+
+# name -> (compute_distances impl, generate_inputs impl); impls take validated arguments.
+_IMPLS: Dict[str, tuple[Callable, Callable]] = {
+    "reference": (reference._compute_distances, reference._generate_inputs),
+}
+
+
+def available_backends() -> list[str]:
+    """Return the names of the backends usable in this installation, fastest first."""
+    return [name for name in BACKENDS if name in _IMPLS]
+
+
+def _resolve(backend: str, device: torch.device) -> str:
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    if backend == "auto":
+        return available_backends()[0]
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
+    if backend not in _IMPLS:
+        raise ValueError(
+            f"backend={backend!r} is not available in this installation; available: {available_backends()}"
+        )
+    return backend
+
+
+def compute_distances(
+    last_hidden: torch.Tensor,
+    block_hash: str,
+    public_key: str,
+    nonces: NoncesLike,
+    *,
+    sign_flips: bool = True,
+    output_dim: int = POC_OUTPUT_DIM,
+    num_reflections: int = NUM_REFLECTIONS,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Return each nonce's PoC distance (SPEC §5) as float32 ``[B]`` on ``last_hidden``'s device.
+
+    ``last_hidden`` is the final-norm hidden state of each sequence's last
+    token, ``[B, H]`` in any float dtype; ``nonces`` holds ``B`` ints in
+    [0, 2**32) (a sequence or an integer tensor). A nonce is valid when its
+    distance is below ``r_target``; rows with NaN/Inf (or all zeros) give NaN,
+    which is never valid.
+    """
+    last_hidden, nonce_list = check_distance_args(
+        last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections
+    )
+    impl = _IMPLS[_resolve(backend, last_hidden.device)][0]
+    return impl(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections)
+
+
+def generate_inputs(
+    block_hash: str,
+    public_key: str,
+    nonces: NoncesLike,
+    seq_len: int,
+    hidden_size: int,
+    *,
+    dtype: torch.dtype = torch.float16,
+    device="cpu",
+    out: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Return the random input embeddings (SPEC §6) as ``[B, seq_len, H]`` in ``dtype`` on ``device``.
+
+    Values are computed in float32 and cast to ``dtype`` once. With ``out`` (a
+    tensor of that shape, dtype and device) the result is written into it.
+    """
+    nonce_list, dtype, device = check_input_args(
+        block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out
+    )
+    impl = _IMPLS[_resolve(backend, device)][1]
+    return impl(block_hash, public_key, nonce_list, seq_len, hidden_size, dtype, device, out)

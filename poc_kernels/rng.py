@@ -1,0 +1,233 @@
+"""Seeds, hash and random streams of the PoC v2 contract (SPEC §1-3).
+
+Every random number in PoC v2 is counter based: element ``i`` of a stream is a
+pure function of ``(seed, i)``, so any slice of a stream can be produced on its
+own, on any device, in any order, and batch composition never matters.
+
+- ``seed_from_string(s)``: the first 4 bytes of SHA-256(UTF-8 ``s``), big endian.
+- ``hash32(key, seed)``: MurmurHash3_x86_32 of one 4-byte block *without* the
+  final ``h ^= length`` step (so it is not ``mmh3.hash``).
+- ``uniform(seed, n)[i] = float32(hash32(i, seed)) / 2**32`` (round to nearest
+  even, so hashes >= 2**32 - 128 give exactly 1.0).
+- ``normal(seed, n)``: Box-Muller in float32 over ``p = ceil(n / 2)`` pairs;
+  all cosines come first, then all sines, so the stream depends on ``n``.
+
+All integer arithmetic is done in int64 with every intermediate kept below
+2**63, so the results are bit-exact on every torch device (no reliance on
+signed-overflow wrapping). Seeds may be Python ints or integer tensors; a seed
+tensor of shape ``[S]`` yields ``S`` independent streams as rows of ``[S, n]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Optional, Union
+
+import torch
+
+__all__ = [
+    "TWO_PI_F32",
+    "UNIFORM_MIN",
+    "seed_from_string",
+    "hash32",
+    "uniform",
+    "normal",
+    "normal_pairs",
+]
+
+_M32 = 0xFFFFFFFF
+_TWO_POW_M32 = 2.0**-32
+
+#: 2*pi rounded to float32 (SPEC §3: rounded first, then a float32 multiply).
+TWO_PI_F32: float = float(torch.tensor(2.0 * math.pi, dtype=torch.float32))
+#: Lower clamp of the Box-Muller radius uniform, as the float32 the contract uses.
+UNIFORM_MIN: float = float(torch.tensor(1e-10, dtype=torch.float32))
+
+SeedLike = Union[int, torch.Tensor]
+
+
+def seed_from_string(s: str) -> int:
+    """Return the 32-bit seed of ``s``: SHA-256 of its UTF-8 bytes, first 4 bytes big endian."""
+    if not isinstance(s, str):
+        raise TypeError(f"seed_from_string expects a str, got {type(s).__name__}")
+    return int.from_bytes(hashlib.sha256(s.encode("utf-8")).digest()[:4], "big")
+
+
+def _mul32_(a: torch.Tensor, c: int, tmp: torch.Tensor) -> None:
+    # a = (a * c) mod 2**32 in place, for a in [0, 2**32): c is split in 16-bit
+    # halves so that no int64 intermediate exceeds 2**49.
+    lo, hi = c & 0xFFFF, c >> 16
+    torch.mul(a, hi, out=tmp)
+    tmp.bitwise_and_(0xFFFF).bitwise_left_shift_(16)
+    a.mul_(lo).add_(tmp).bitwise_and_(_M32)
+
+
+def _rotl32_(a: torch.Tensor, r: int, tmp: torch.Tensor) -> None:
+    torch.bitwise_right_shift(a, 32 - r, out=tmp)
+    a.bitwise_left_shift_(r).bitwise_or_(tmp).bitwise_and_(_M32)
+
+
+def _check_seed(seed: SeedLike, device: Optional[torch.device]) -> SeedLike:
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
+            raise TypeError(f"seed must be an integer tensor, got dtype {seed.dtype}")
+        seed = seed.to(device=device, dtype=torch.int64)
+        if seed.numel() and (int(seed.min()) < 0 or int(seed.max()) > _M32):
+            raise ValueError("seed values must lie in [0, 2**32)")
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        try:
+            seed = int(seed.__index__())  # numpy integers
+        except (AttributeError, TypeError):
+            raise TypeError(f"seed must be an int or an integer tensor, got {type(seed).__name__}") from None
+    if not 0 <= seed <= _M32:
+        raise ValueError(f"seed must lie in [0, 2**32), got {seed}")
+    return seed
+
+
+def _hash32_(h: torch.Tensor, seed: SeedLike) -> torch.Tensor:
+    # Hash int64 keys in [0, 2**32) in place; ``seed`` broadcasts against ``h``.
+    # In-place ops on cache-sized tiles are what make the reference fast enough.
+    tmp = torch.empty_like(h)
+    _mul32_(h, 0xCC9E2D51, tmp)
+    _rotl32_(h, 15, tmp)
+    _mul32_(h, 0x1B873593, tmp)
+    h.bitwise_xor_(seed)
+    _rotl32_(h, 13, tmp)
+    h.mul_(5).add_(0xE6546B64).bitwise_and_(_M32)
+    h.bitwise_xor_(torch.bitwise_right_shift(h, 16, out=tmp))
+    _mul32_(h, 0x85EBCA6B, tmp)
+    h.bitwise_xor_(torch.bitwise_right_shift(h, 13, out=tmp))
+    _mul32_(h, 0xC2B2AE35, tmp)
+    h.bitwise_xor_(torch.bitwise_right_shift(h, 16, out=tmp))
+    return h
+
+
+def hash32(keys: torch.Tensor, seed: SeedLike) -> torch.Tensor:
+    """Return the 32-bit hashes of ``keys`` under ``seed`` (SPEC §2).
+
+    ``keys`` is any integer tensor with values in [0, 2**32); ``seed`` is an int
+    or an integer tensor broadcastable against ``keys``. The result is int64
+    (values in [0, 2**32)) on ``keys``' device, or uint32 when ``keys`` is uint32.
+    """
+    if not isinstance(keys, torch.Tensor):
+        raise TypeError(f"keys must be an integer tensor, got {type(keys).__name__}")
+    if keys.dtype.is_floating_point or keys.dtype.is_complex or keys.dtype == torch.bool:
+        raise TypeError(f"keys must be an integer tensor, got dtype {keys.dtype}")
+    out_uint32 = keys.dtype == torch.uint32
+    k = keys.to(torch.int64)
+    if k.numel() and (int(k.min()) < 0 or int(k.max()) > _M32):
+        raise ValueError("keys must lie in [0, 2**32)")
+    seed = _check_seed(seed, keys.device)
+    shape = torch.broadcast_shapes(k.shape, seed.shape) if isinstance(seed, torch.Tensor) else k.shape
+    h = _hash32_(k.expand(shape).clone(), seed)
+    return h.to(torch.uint32) if out_uint32 else h
+
+
+def _as_rows(seed: SeedLike) -> tuple[SeedLike, bool]:
+    """Shape a seed so that it broadcasts against ``[S, n]`` counters."""
+    if isinstance(seed, torch.Tensor):
+        if seed.dim() > 1:
+            raise ValueError(f"seed tensor must be 0-D or 1-D, got shape {tuple(seed.shape)}")
+        if seed.dim() == 1:
+            return seed[:, None], True
+        return seed.reshape(1, 1), False
+    return seed, False
+
+
+def _uniform_range(seed: SeedLike, start: int, stop: int, device) -> torch.Tensor:
+    keys = torch.arange(start, stop, device=device, dtype=torch.int64)
+    if isinstance(seed, torch.Tensor):
+        keys = keys.expand(seed.shape[0], -1)
+    # int64 -> float32 is exact to float64 first and rounds to nearest even once;
+    # the scale by 2**-32 is exact.
+    return _hash32_(keys.clone(), seed).to(torch.float32).mul_(_TWO_POW_M32)
+
+
+def uniform(seed: SeedLike, n: int, *, device=None, start: int = 0) -> torch.Tensor:
+    """Return ``U(seed)[start:start+n]`` as float32 ``[n]`` (``[S, n]`` for ``S`` seeds)."""
+    n = _check_count(n, "n")
+    start = _check_count(start, "start")
+    if start + n > _M32 + 1:
+        raise ValueError("stream indices must stay below 2**32")
+    seed = _check_seed(seed, device)
+    if isinstance(seed, torch.Tensor):
+        device = seed.device
+    s, rows = _as_rows(seed)
+    u = _uniform_range(s, start, start + n, device)
+    return u if rows or not isinstance(s, torch.Tensor) else u.reshape(n)
+
+
+def normal_pairs(seed: SeedLike, n: int, start: int, stop: int, *, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return Box-Muller pairs ``j in [start, stop)`` of ``N(seed, n)`` as float32.
+
+    The first tensor holds ``N[j]`` (cosine half), the second ``N[p + j]`` (sine
+    half, ``p = ceil(n / 2)``); the caller drops sine entries with ``p + j >= n``.
+    With a 1-D seed tensor both are ``[S, stop - start]``. Working on slices of
+    ``j`` bounds the memory of long streams.
+    """
+    p = (n + 1) // 2
+    if not 0 <= start <= stop <= p:
+        raise ValueError(f"pair range [{start}, {stop}) must lie within [0, {p})")
+    u1 = _uniform_range(seed, start, stop, device).clamp_min_(UNIFORM_MIN)
+    u2 = _uniform_range(seed, p + start, p + stop, device)
+    rad = torch.sqrt(torch.log(u1).mul_(-2.0))
+    ang = u2.mul_(TWO_PI_F32)
+    return rad * torch.cos(ang), rad.mul_(torch.sin(ang))
+
+
+def normal(
+    seed: SeedLike,
+    n: int,
+    *,
+    device=None,
+    out: Optional[torch.Tensor] = None,
+    max_tile: int = 1 << 17,
+) -> torch.Tensor:
+    """Return ``N(seed, n)`` as float32 ``[n]`` (``[S, n]`` for ``S`` seeds), SPEC §3.
+
+    ``out`` may be a float tensor of that shape to write into (any float dtype:
+    values are computed in float32 and cast once). The stream is produced in
+    slices of at most ``max_tile`` values, so memory stays bounded for long
+    streams.
+    """
+    n = _check_count(n, "n")
+    seed = _check_seed(seed, device)
+    if isinstance(seed, torch.Tensor):
+        device = seed.device
+    s, rows = _as_rows(seed)
+    if not isinstance(s, torch.Tensor):
+        s = torch.tensor([[s]], dtype=torch.int64, device=device)
+    num_rows = s.shape[0]
+    shape = (num_rows, n) if rows else (n,)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32, device=device)
+    elif tuple(out.shape) != shape or not out.dtype.is_floating_point:
+        raise ValueError(f"out must be a float tensor of shape {shape}, got {out.dtype} {tuple(out.shape)}")
+    if n == 0 or num_rows == 0:
+        return out
+    if 2 * ((n + 1) // 2) > _M32 + 1:
+        raise ValueError("stream length n must stay below 2**32")
+    view = out if rows else out.view(1, n)
+    p = (n + 1) // 2
+    step = max(1, max_tile // max(1, num_rows))
+    for j0 in range(0, p, step):
+        j1 = min(p, j0 + step)
+        cos_half, sin_half = normal_pairs(s, n, j0, j1, device=device)
+        view[:, j0:j1] = cos_half
+        k1 = min(j1, n - p)  # sine entries p + j < n
+        if k1 > j0:
+            view[:, p + j0 : p + k1] = sin_half[:, : k1 - j0]
+    return out
+
+
+def _check_count(n, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        try:
+            n = int(n.__index__())
+        except (AttributeError, TypeError):
+            raise TypeError(f"{name} must be a non-negative int, got {type(n).__name__}") from None
+    if n < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {n}")
+    return n

@@ -1,0 +1,113 @@
+"""Seed strings and per-nonce seed derivation (SPEC §1).
+
+| stream | seed string |
+|---|---|
+| input embeddings | ``f"{block_hash}_{public_key}_nonce{nonce}"`` (no ``_`` before the number) |
+| sign flips | ``f"{block_hash}_{public_key}_nonce_{nonce}_signs"`` |
+| reflection r | ``f"{block_hash}_{public_key}_nonce_{nonce}_hidden_r{r}"`` |
+| random lm_head | ``f"{block_hash}_lm_head"`` |
+| target | ``f"{block_hash}_target"`` |
+| layer hook i | ``f"{block_hash}_layer_{i}_householder"`` |
+
+Per-nonce seeds are derived with :mod:`hashlib`. The SHA-256 state of the
+shared ``f"{block_hash}_{public_key}_nonce"`` prefix is computed once and
+copied for each nonce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .rng import seed_from_string
+
+__all__ = [
+    "NonceSeeds",
+    "derive_nonce_seeds",
+    "input_seed_string",
+    "sign_seed_string",
+    "reflection_seed_string",
+    "lm_head_seed",
+    "target_seed",
+    "layer_seed",
+]
+
+
+def input_seed_string(block_hash: str, public_key: str, nonce: int) -> str:
+    return f"{block_hash}_{public_key}_nonce{nonce}"
+
+
+def sign_seed_string(block_hash: str, public_key: str, nonce: int) -> str:
+    return f"{block_hash}_{public_key}_nonce_{nonce}_signs"
+
+
+def reflection_seed_string(block_hash: str, public_key: str, nonce: int, r: int) -> str:
+    return f"{block_hash}_{public_key}_nonce_{nonce}_hidden_r{r}"
+
+
+def lm_head_seed(block_hash: str) -> int:
+    """Return the seed of the random lm_head stream of ``block_hash``."""
+    return seed_from_string(f"{block_hash}_lm_head")
+
+
+def target_seed(block_hash: str) -> int:
+    """Return the seed of the target stream of ``block_hash`` (no public key)."""
+    return seed_from_string(f"{block_hash}_target")
+
+
+def layer_seed(block_hash: str, layer: int) -> int:
+    """Return the seed of the layer-hook reflection vector of decoder layer ``layer``."""
+    return seed_from_string(f"{block_hash}_layer_{layer}_householder")
+
+
+@dataclass(frozen=True)
+class NonceSeeds:
+    """Per-nonce seeds as int64 CPU tensors with values in [0, 2**32)."""
+
+    input: torch.Tensor  # [B]
+    signs: torch.Tensor  # [B]
+    reflections: torch.Tensor  # [B, R]
+
+
+def _seed(state: "hashlib._Hash", tail: bytes) -> int:
+    h = state.copy()
+    h.update(tail)
+    return int.from_bytes(h.digest()[:4], "big")
+
+
+def derive_nonce_seeds(
+    block_hash: str,
+    public_key: str,
+    nonces: Sequence[int],
+    num_reflections: int = 8,
+    *,
+    need_input: bool = True,
+    need_post: bool = True,
+) -> NonceSeeds:
+    """Return the input, sign and reflection seeds of each nonce (SPEC §1).
+
+    ``nonces`` must already be validated ints in [0, 2**32). Streams that are
+    not needed (``need_input`` / ``need_post``) come back as empty tensors.
+    """
+    prefix = hashlib.sha256(f"{block_hash}_{public_key}_nonce".encode("utf-8"))
+    b = len(nonces)
+    inputs = [0] * b if need_input else []
+    signs = [0] * b if need_post else []
+    refl = [[0] * num_reflections for _ in range(b)] if need_post else []
+    for i, nonce in enumerate(nonces):
+        digits = str(int(nonce)).encode("ascii")
+        if need_input:
+            inputs[i] = _seed(prefix, digits)
+        if need_post:
+            signs[i] = _seed(prefix, b"_" + digits + b"_signs")
+            row = refl[i]
+            for r in range(num_reflections):
+                row[r] = _seed(prefix, b"_" + digits + b"_hidden_r" + str(r).encode("ascii"))
+    return NonceSeeds(
+        input=torch.tensor(inputs, dtype=torch.int64),
+        signs=torch.tensor(signs, dtype=torch.int64),
+        reflections=torch.tensor(refl, dtype=torch.int64).reshape(len(refl), num_reflections),
+    )

@@ -1,0 +1,50 @@
+"""The experiment scripts of python/ run against the public API (what `make run` runs)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(script, *args):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "python" / script), *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_distance_distribution_json():
+    proc = _run("distance_distribution.py", "--nonces", "300", "--hidden-size", "64", "--batch-size", "128", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["nonces"] == 300 and out["nonces_per_s"] > 0
+    assert abs(out["measured"]["mean"] - out["analytic"]["mean"]) < 3e-3
+    assert 0.0 <= out["measured"]["valid_rate"] <= 1.0
+    assert out["analytic"]["valid_rate"] == pytest.approx(0.590, abs=0.005)
+
+
+def test_distance_distribution_table():
+    proc = _run("distance_distribution.py", "--nonces", "100", "--hidden-size", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert "nonces/s" in proc.stdout and "Kolmogorov-Smirnov" in proc.stdout
+
+
+def test_cross_block_spread_json():
+    proc = _run(
+        "cross_block_spread.py", "--nonces", "100", "--hidden-size", "32",
+        "--block-hashes", "b1", "b2", "--public-keys", "k1", "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["block_means"]) == {"b1", "b2"}
+    assert out["spread"] == pytest.approx(abs(out["block_means"]["b1"] - out["block_means"]["b2"]))
+
+
+@pytest.mark.parametrize("args, msg", [(["--r-target", "3"], "--r-target"), (["--nonces", "0"], "--nonces")])
+def test_scripts_reject_bad_arguments(args, msg):
+    proc = _run("distance_distribution.py", *args)
+    assert proc.returncode == 2
+    assert msg in proc.stderr
