@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Sequence, Union
 
+import numpy as np
 import torch
 
 from .constants import MAX_NONCE
@@ -50,6 +51,16 @@ def check_nonces(nonces: NoncesLike, name: str = "nonces") -> list[int]:
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"{name} must lie in [0, 2**32), got {bad}")
         return values.tolist()
+    if isinstance(nonces, np.ndarray):
+        if nonces.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be ints or an integer array, got an array of dtype {nonces.dtype}")
+        if nonces.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D integer array, got shape {nonces.shape}")
+        values = nonces.tolist()
+        if values and (min(values) < 0 or max(values) > MAX_NONCE):
+            bad = min(values) if min(values) < 0 else max(values)
+            raise ValueError(f"{name} must lie in [0, 2**32), got {bad}")
+        return values
     if isinstance(nonces, (str, bytes)) or not hasattr(nonces, "__iter__"):
         raise TypeError(f"{name} must be a sequence of ints or an integer tensor, got {type(nonces).__name__}")
     out = []

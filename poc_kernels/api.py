@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
@@ -10,34 +11,60 @@ from . import reference
 from ._checks import NoncesLike, check_distance_args, check_input_args
 from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
 
-__all__ = ["BACKENDS", "available_backends", "compute_distances", "generate_inputs"]
+__all__ = ["BACKENDS", "Backend", "available_backends", "compute_distances", "generate_inputs", "register_backend"]
 
 #: Every backend name the API knows, in the order ``"auto"`` prefers them.
 BACKENDS = ("triton", "cpp", "reference")
 
-# name -> (compute_distances impl, generate_inputs impl); impls take validated arguments.
-_IMPLS: Dict[str, tuple[Callable, Callable]] = {
-    "reference": (reference._compute_distances, reference._generate_inputs),
-}
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of the API. Its functions take already validated arguments."""
+
+    name: str
+    compute_distances: Callable
+    generate_inputs: Callable
+    supports: Callable[[torch.device], bool]
 
 
-def available_backends() -> list[str]:
-    """Return the names of the backends usable in this installation, fastest first."""
-    return [name for name in BACKENDS if name in _IMPLS]
+_REGISTRY: Dict[str, Backend] = {}
 
 
-def _resolve(backend: str, device: torch.device) -> str:
+def register_backend(backend: Backend) -> None:
+    """Make ``backend`` available to the API (called by the backend modules at import)."""
+    if backend.name not in BACKENDS:
+        raise ValueError(f"unknown backend name {backend.name!r}; known: {BACKENDS}")
+    _REGISTRY[backend.name] = backend
+
+
+register_backend(
+    Backend("reference", reference._compute_distances, reference._generate_inputs, supports=lambda device: True)
+)
+
+
+def available_backends(device=None) -> list[str]:
+    """Return the usable backends, fastest first; with ``device``, only those that run there."""
+    device = None if device is None else torch.device(device)
+    return [n for n in BACKENDS if n in _REGISTRY and (device is None or _REGISTRY[n].supports(device))]
+
+
+def _resolve(backend: str, device: torch.device) -> Backend:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     if backend == "auto":
-        return available_backends()[0]
+        return _REGISTRY[available_backends(device)[0]]
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
-    if backend not in _IMPLS:
+    if backend not in _REGISTRY:
         raise ValueError(
             f"backend={backend!r} is not available in this installation; available: {available_backends()}"
         )
-    return backend
+    impl = _REGISTRY[backend]
+    if not impl.supports(device):
+        raise ValueError(
+            f"backend={backend!r} does not run on device {device}; available there: {available_backends(device)}"
+        )
+    return impl
 
 
 def compute_distances(
@@ -62,7 +89,7 @@ def compute_distances(
     last_hidden, nonce_list = check_distance_args(
         last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections
     )
-    impl = _IMPLS[_resolve(backend, last_hidden.device)][0]
+    impl = _resolve(backend, last_hidden.device).compute_distances
     return impl(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections)
 
 
@@ -86,5 +113,5 @@ def generate_inputs(
     nonce_list, dtype, device = check_input_args(
         block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out
     )
-    impl = _IMPLS[_resolve(backend, device)][1]
+    impl = _resolve(backend, device).generate_inputs
     return impl(block_hash, public_key, nonce_list, seq_len, hidden_size, dtype, device, out)

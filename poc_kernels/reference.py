@@ -307,7 +307,9 @@ _LITERAL_CACHE: OrderedDict = OrderedDict()
 
 def _literal_projection(block_hash: str, hidden: int, output_dim: int, device: torch.device):
     key = (block_hash, hidden, output_dim, str(device))
-    if key not in _LITERAL_CACHE:
+    if key in _LITERAL_CACHE:
+        _LITERAL_CACHE.move_to_end(key)
+    else:
         t = rng.normal(target_seed(block_hash), output_dim, device=device)
         _LITERAL_CACHE[key] = (lm_head(block_hash, hidden, output_dim, device=device), t / t.norm())
         while len(_LITERAL_CACHE) > CACHE_SIZE:
