@@ -19,10 +19,21 @@ def pytest_addoption(parser):
     parser.addoption("--throughput-json", default=None, help="write the throughput table to this JSON file")
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return f"CPU {_cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 def sync():
