@@ -89,6 +89,15 @@ def check_last_hidden(last_hidden, name: str = "last_hidden") -> torch.Tensor:
     return last_hidden
 
 
+LM_HEAD_MODES = ("auto", "on_the_fly", "cached")
+
+
+def check_lm_head(value) -> str:
+    if value not in LM_HEAD_MODES:
+        raise ValueError(f"lm_head must be one of {LM_HEAD_MODES}, got {value!r}")
+    return value
+
+
 def check_distance_args(last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections):
     """Validate ``compute_distances`` arguments; return ``(last_hidden, nonce_list)``."""
     last_hidden = check_last_hidden(last_hidden)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
 
 from . import reference
-from ._checks import NoncesLike, check_distance_args, check_input_args
+from ._checks import NoncesLike, check_distance_args, check_input_args, check_lm_head
 from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
 
 __all__ = ["BACKENDS", "Backend", "available_backends", "compute_distances", "generate_inputs", "register_backend"]
@@ -19,12 +20,20 @@ BACKENDS = ("triton", "cpp", "reference")
 
 @dataclass(frozen=True)
 class Backend:
-    """One implementation of the API. Its functions take already validated arguments."""
+    """One implementation of the API. Its functions take already validated arguments.
+
+    ``supports(device)``: the backend can run on ``device``; ``preferred(device)``
+    (default: ``supports``): ``backend="auto"`` may pick it there.
+    """
 
     name: str
     compute_distances: Callable
     generate_inputs: Callable
     supports: Callable[[torch.device], bool]
+    preferred: Optional[Callable[[torch.device], bool]] = None
+
+    def is_preferred(self, device: torch.device) -> bool:
+        return (self.preferred or self.supports)(device)
 
 
 _REGISTRY: Dict[str, Backend] = {}
@@ -37,22 +46,59 @@ def register_backend(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
 
 
-register_backend(
-    Backend("reference", reference._compute_distances, reference._generate_inputs, supports=lambda device: True)
-)
+def _reference_distances(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections, lm_head):
+    # The reference always uses its cached float64 lm_head, whatever ``lm_head`` asks.
+    return reference._compute_distances(
+        last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections
+    )
+
+
+register_backend(Backend("reference", _reference_distances, reference._generate_inputs, supports=lambda device: True))
+
+
+def _triton_supports(device: torch.device) -> bool:
+    from .ops.configs import interpreter_enabled
+
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    return device.type == "cpu" and interpreter_enabled()
+
+
+def _triton_distances(*args):
+    from .ops import backend
+
+    return backend.compute_distances(*args)
+
+
+def _triton_inputs(*args):
+    from .ops import backend
+
+    return backend.generate_inputs(*args)
+
+
+if importlib.util.find_spec("triton") is not None:
+    # Imported on first use. Under TRITON_INTERPRET=1 it also accepts CPU tensors
+    # (that is how CPU CI tests it), but "auto" picks it only on CUDA.
+    register_backend(
+        Backend("triton", _triton_distances, _triton_inputs, supports=_triton_supports,
+                preferred=lambda device: device.type == "cuda" and _triton_supports(device))
+    )
 
 
 def available_backends(device=None) -> list[str]:
-    """Return the usable backends, fastest first; with ``device``, only those that run there."""
-    device = None if device is None else torch.device(device)
-    return [n for n in BACKENDS if n in _REGISTRY and (device is None or _REGISTRY[n].supports(device))]
+    """Return the backends usable here (on ``device``, or on any local device), fastest first."""
+    if device is None:
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    else:
+        devices = [torch.device(device)]
+    return [n for n in BACKENDS if n in _REGISTRY and any(_REGISTRY[n].supports(d) for d in devices)]
 
 
 def _resolve(backend: str, device: torch.device) -> Backend:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     if backend == "auto":
-        return _REGISTRY[available_backends(device)[0]]
+        return next(_REGISTRY[n] for n in BACKENDS if n in _REGISTRY and _REGISTRY[n].is_preferred(device))
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
     if backend not in _REGISTRY:
@@ -77,6 +123,7 @@ def compute_distances(
     output_dim: int = POC_OUTPUT_DIM,
     num_reflections: int = NUM_REFLECTIONS,
     backend: str = "auto",
+    lm_head: str = "auto",
 ) -> torch.Tensor:
     """Return each nonce's PoC distance (SPEC §5) as float32 ``[B]`` on ``last_hidden``'s device.
 
@@ -85,12 +132,18 @@ def compute_distances(
     [0, 2**32) (a sequence or an integer tensor). A nonce is valid when its
     distance is below ``r_target``; rows with NaN/Inf (or all zeros) give NaN,
     which is never valid.
+
+    ``lm_head`` tells the Triton backend how to get the random lm_head:
+    ``"on_the_fly"`` generates each weight tile inside the matmul (never
+    stored), ``"cached"`` materializes the matrix once per block hash,
+    ``"auto"`` picks by device and size. The other backends always cache it.
     """
     last_hidden, nonce_list = check_distance_args(
         last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections
     )
+    check_lm_head(lm_head)
     impl = _resolve(backend, last_hidden.device).compute_distances
-    return impl(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections)
+    return impl(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections, lm_head)
 
 
 def generate_inputs(

@@ -31,13 +31,12 @@ a nonce is never valid.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Optional, Sequence
 
 import torch
 
 from . import rng
+from ._cache import LRUCache
 from ._checks import NoncesLike, check_distance_args, check_input_args, check_int, check_str
 from .constants import LAYER_HOOK_EPS, LM_HEAD_SCALE, NUM_REFLECTIONS, POC_OUTPUT_DIM
 from .seeds import derive_nonce_seeds, layer_seed, lm_head_seed, target_seed
@@ -129,35 +128,15 @@ def reflection_vectors(seeds: torch.Tensor, hidden_size: int) -> torch.Tensor:
     return v.view(*seeds.shape, hidden_size)
 
 
-class _ProjectionCache:
-    """A small LRU of ``(W float64 [D, H], t float64 [D])`` per ``(block_hash, H, D, device)``."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, block_hash: str, hidden_size: int, output_dim: int, device: torch.device):
-        key = (block_hash, hidden_size, output_dim, str(device))
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        w = lm_head(block_hash, hidden_size, output_dim, device=device).double()
-        t = target(block_hash, output_dim, device=device)
-        with self._lock:
-            self._items[key] = (w, t)
-            self._items.move_to_end(key)
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        return w, t
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+def _projection(block_hash: str, hidden_size: int, output_dim: int, device: torch.device):
+    """Return the cached ``(W float64 [D, H], t float64 [D])`` of a block hash on ``device``."""
+    return _CACHE.get(
+        (block_hash, hidden_size, output_dim, str(device)),
+        lambda: (lm_head(block_hash, hidden_size, output_dim, device=device).double(), target(block_hash, output_dim, device=device)),
+    )
 
 
-_CACHE = _ProjectionCache(CACHE_SIZE)
+_CACHE = LRUCache(CACHE_SIZE)
 
 
 def clear_cache() -> None:
@@ -208,7 +187,7 @@ def _compute_distances(
     if b == 0:
         return torch.empty(0, dtype=torch.float32, device=out_device)
     device = _compute_device(out_device)
-    w, t = _CACHE.get(block_hash, hidden, output_dim, device)
+    w, t = _projection(block_hash, hidden, output_dim, device)
     seeds = derive_nonce_seeds(block_hash, public_key, nonce_list, num_reflections, need_input=False)
     out = torch.empty(b, dtype=torch.float32, device=device)
     for c0 in range(0, b, MATMUL_CHUNK):
@@ -302,19 +281,15 @@ def _literal_normal(seed: int, n: int, device) -> torch.Tensor:
     return torch.cat([rad * torch.cos(ang), rad * torch.sin(ang)])[:n]
 
 
-_LITERAL_CACHE: OrderedDict = OrderedDict()
+_LITERAL_CACHE = LRUCache(CACHE_SIZE)
 
 
 def _literal_projection(block_hash: str, hidden: int, output_dim: int, device: torch.device):
-    key = (block_hash, hidden, output_dim, str(device))
-    if key in _LITERAL_CACHE:
-        _LITERAL_CACHE.move_to_end(key)
-    else:
-        t = rng.normal(target_seed(block_hash), output_dim, device=device)
-        _LITERAL_CACHE[key] = (lm_head(block_hash, hidden, output_dim, device=device), t / t.norm())
-        while len(_LITERAL_CACHE) > CACHE_SIZE:
-            _LITERAL_CACHE.popitem(last=False)
-    return _LITERAL_CACHE[key]
+    def build():
+        t = _literal_normal(target_seed(block_hash), output_dim, device)
+        return lm_head(block_hash, hidden, output_dim, device=device), t / t.norm()
+
+    return _LITERAL_CACHE.get((block_hash, hidden, output_dim, str(device)), build)
 
 
 # --------------------------------------------------------------------------- inputs

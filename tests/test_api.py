@@ -31,12 +31,12 @@ def test_projection_cache_is_bounded_and_reused():
     x = torch.randn(1, 16)
     for i in range(reference.CACHE_SIZE + 3):
         reference.compute_distances(x, f"blk{i}", "k", [0])
-    assert len(reference._CACHE._items) == reference.CACHE_SIZE
-    w1, _ = reference._CACHE.get("blk_reuse", 16, 8192, torch.device("cpu"))
-    w2, _ = reference._CACHE.get("blk_reuse", 16, 8192, torch.device("cpu"))
+    assert len(reference._CACHE) == reference.CACHE_SIZE
+    w1, _ = reference._projection("blk_reuse", 16, 8192, torch.device("cpu"))
+    w2, _ = reference._projection("blk_reuse", 16, 8192, torch.device("cpu"))
     assert w1 is w2
     reference.clear_cache()
-    assert len(reference._CACHE._items) == 0
+    assert len(reference._CACHE) == 0
 
 
 def test_tree_sum_fixed_order():

@@ -1,0 +1,72 @@
+"""The Triton launchers as torch custom ops (``torch.ops.poc_kernels.*``).
+
+Registered with ``torch.library.custom_op`` and given fake (meta)
+implementations, so they trace under ``torch.compile`` and are opaque to it,
+and can be captured in CUDA graphs.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import distances as _distances
+from . import inputs as _inputs
+from . import layer_hook as _layer_hook
+
+
+@torch.library.custom_op("poc_kernels::triton_distances", mutates_args=())
+def triton_distances(
+    last_hidden: torch.Tensor,
+    sign_seeds: torch.Tensor,
+    refl_seeds: torch.Tensor,
+    target: torch.Tensor,
+    lm_head: Optional[torch.Tensor],
+    lm_head_seed: torch.Tensor,
+    output_dim: int,
+    target_norm2: float,
+    use_signs: bool,
+) -> torch.Tensor:
+    """Return the PoC distance of each row of ``last_hidden`` as float32 ``[B]``."""
+    return _distances.distances(
+        last_hidden, sign_seeds, refl_seeds, target, target_norm2, lm_head_seed, output_dim, use_signs, lm_head
+    )
+
+
+@triton_distances.register_fake
+def _(last_hidden, sign_seeds, refl_seeds, target, lm_head, lm_head_seed, output_dim, target_norm2, use_signs):
+    return last_hidden.new_empty((last_hidden.shape[0],), dtype=torch.float32)
+
+
+@torch.library.custom_op("poc_kernels::triton_generate_inputs_", mutates_args=("out",))
+def triton_generate_inputs_(seeds: torch.Tensor, out: torch.Tensor) -> None:
+    """Write the input embeddings of ``seeds`` (int64 ``[B]``) into ``out`` ``[B, seq_len, H]``."""
+    _inputs.generate_inputs(seeds, out)
+
+
+@triton_generate_inputs_.register_fake
+def _(seeds, out):
+    return None
+
+
+@torch.library.custom_op("poc_kernels::triton_lm_head", mutates_args=())
+def triton_lm_head(seed: int, output_dim: int, hidden_size: int, device: torch.device) -> torch.Tensor:
+    """Return the random lm_head as float32 ``[output_dim, hidden_size]`` on ``device``."""
+    return _inputs.lm_head(seed, output_dim, hidden_size, device)
+
+
+@triton_lm_head.register_fake
+def _(seed, output_dim, hidden_size, device):
+    return torch.empty(output_dim, hidden_size, dtype=torch.float32, device=device)
+
+
+@torch.library.custom_op("poc_kernels::triton_layer_hook_", mutates_args=("x",))
+def triton_layer_hook_(x: torch.Tensor, v: torch.Tensor) -> None:
+    """Apply the layer-hook transform to ``x`` ``[T, H]`` in place."""
+    _layer_hook.layer_hook_(x, v)
+
+
+@triton_layer_hook_.register_fake
+def _(x, v):
+    return None

@@ -1,0 +1,84 @@
+"""Random input embeddings (SPEC §6) and the materialized random lm_head, in one launch each.
+
+Row ``b`` of the output is the stream ``N(seed_b, n)`` (SPEC §3), written
+through arbitrary strides as ``[n // H, H]`` after an optional scale, cast to
+the output dtype once (round to nearest even):
+
+- ``generate_inputs``: ``out[b] = N(seed_input_b, seq_len * H).view(seq_len, H)``
+- ``lm_head``: ``W = 0.02 * N(seed_lm_head, D * H).view(D, H)``
+
+Each program produces a block of Box-Muller pairs ``j`` and writes both halves,
+``N[j]`` (cosine) and ``N[p + j]`` (sine), ``p = ceil(n / 2)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._streams import cast_out, normal_pair
+from .configs import config_for
+
+LM_HEAD_SCALE = 0.02
+
+
+@triton.jit
+def _normal_rows_kernel(
+    seed_ptr,
+    out_ptr,
+    n,
+    P,
+    H,
+    stride_b,
+    stride_s,
+    stride_h,
+    scale,
+    BLOCK: tl.constexpr,
+):
+    # Row b of the output is N(seed_b, n) viewed as [n // H, H] (strided), times scale.
+    b = tl.program_id(0).to(tl.int64)
+    j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    seed = tl.load(seed_ptr + b).to(tl.uint32)
+    c, s = normal_pair(seed, j.to(tl.uint32), P.to(tl.uint32))
+    row = out_ptr + b * stride_b
+    ia = j
+    ib = P + j
+    pa = row + (ia // H) * stride_s + (ia % H) * stride_h
+    pb = row + (ib // H) * stride_s + (ib % H) * stride_h
+    dtype = out_ptr.dtype.element_ty
+    tl.store(pa, cast_out(c * scale, dtype), mask=ia < P)
+    tl.store(pb, cast_out(s * scale, dtype), mask=(j < P) & (ib < n))
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def normal_rows(seeds: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Write ``scale * N(seeds[b], S * H)`` into ``out[b]`` (``[B, S, H]``, any strides, float dtype)."""
+    b, s, h = out.shape
+    n = s * h
+    if b == 0 or n == 0:
+        return out
+    if n > 2**32:
+        raise ValueError(f"a stream holds at most 2**32 values, got {n}")
+    cfg = config_for(out.device)
+    p = (n + 1) // 2
+    grid = (b, triton.cdiv(p, cfg.rows_block))
+    _normal_rows_kernel[grid](
+        seeds, out, n, p, h, out.stride(0), out.stride(1), out.stride(2), scale,
+        BLOCK=cfg.rows_block, num_warps=cfg.rows_warps, enable_fp_fusion=True,
+    )
+    return out
+
+
+def generate_inputs(seeds: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Write the input embeddings of ``seeds`` (int64 ``[B]``) into ``out`` ``[B, seq_len, H]``; return ``out``."""
+    return normal_rows(seeds, out)
+
+
+def lm_head(seed: int, output_dim: int, hidden_size: int, device: torch.device) -> torch.Tensor:
+    """Return the random lm_head ``0.02 * N(seed, D*H).view(D, H)`` as float32 ``[D, H]`` on ``device``."""
+    w = torch.empty(1, output_dim, hidden_size, dtype=torch.float32, device=device)
+    normal_rows(torch.tensor([seed], dtype=torch.int64, device=device), w, LM_HEAD_SCALE)
+    return w[0]
