@@ -31,7 +31,7 @@ a nonce is never valid.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -45,6 +45,8 @@ __all__ = [
     "MATMUL_CHUNK",
     "compute_distances",
     "compute_distances_per_nonce",
+    "compute_distances_batched_fp32",
+    "distances_from_streams",
     "generate_inputs",
     "lm_head",
     "target",
@@ -155,6 +157,30 @@ def _project_fixed(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (x @ w.T)[:c]
 
 
+def distances_from_streams(
+    h: torch.Tensor, signs: Optional[torch.Tensor], v: torch.Tensor, w: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """Return SPEC §5 distances as float32 ``[C]`` for at most ``MATMUL_CHUNK`` nonces, from their streams.
+
+    ``h`` ``[C, H]`` any float dtype; ``signs`` float ``[C, H]`` or None;
+    ``v`` unit reflection vectors float64 ``[C, R, H]``; ``w`` float64 ``[D, H]``;
+    ``t`` unit float64 ``[D]``. Pure tensor code (it compiles with torch.compile).
+    """
+    h = h.to(torch.float32)
+    x = h.double()
+    if signs is not None:
+        x = x * signs
+    for r in range(v.shape[1]):
+        vr = v[:, r]
+        x = x - (2.0 * tree_sum(x * vr))[:, None] * vr
+    x = x / _norm(x)[:, None]
+    logits = _project_fixed(x, w)
+    y = logits / _norm(logits)[:, None]
+    d = _norm(y - t)
+    finite = torch.isfinite(h).all(dim=1)
+    return torch.where(finite, d, torch.nan).to(torch.float32)
+
+
 def compute_distances(
     last_hidden: torch.Tensor,
     block_hash: str,
@@ -180,8 +206,11 @@ def _compute_distances(
     use_signs: bool,
     output_dim: int,
     num_reflections: int,
+    core: Callable = None,
 ) -> torch.Tensor:
-    # Arguments are already validated.
+    # Arguments are already validated. ``core`` replaces distances_from_streams
+    # (the benchmarks pass a torch.compile'd one).
+    core = core or distances_from_streams
     out_device = last_hidden.device
     b, hidden = last_hidden.shape
     if b == 0:
@@ -192,21 +221,10 @@ def _compute_distances(
     out = torch.empty(b, dtype=torch.float32, device=device)
     for c0 in range(0, b, MATMUL_CHUNK):
         c1 = min(b, c0 + MATMUL_CHUNK)
-        h = last_hidden[c0:c1].to(device=device, dtype=torch.float32)
-        x = h.double()
-        if use_signs:
-            x = x * sign_flips(seeds.signs[c0:c1].to(device), hidden)
-        if num_reflections:
-            v = reflection_vectors(seeds.reflections[c0:c1].to(device), hidden)
-            for r in range(num_reflections):
-                vr = v[:, r]
-                x = x - (2.0 * tree_sum(x * vr))[:, None] * vr
-        x = x / _norm(x)[:, None]
-        logits = _project_fixed(x, w)
-        y = logits / _norm(logits)[:, None]
-        d = _norm(y - t)
-        finite = torch.isfinite(h).all(dim=1)
-        out[c0:c1] = torch.where(finite, d, torch.nan).to(torch.float32)
+        h = last_hidden[c0:c1].to(device=device)
+        signs = sign_flips(seeds.signs[c0:c1].to(device), hidden) if use_signs else None
+        v = reflection_vectors(seeds.reflections[c0:c1].to(device), hidden)
+        out[c0:c1] = core(h, signs, v, w, t)
     return out.to(out_device)
 
 
@@ -248,6 +266,45 @@ def compute_distances_per_nonce(
         logits = w @ x
         out[b] = (logits / logits.norm() - t).norm()
     return out
+
+
+def compute_distances_batched_fp32(
+    last_hidden: torch.Tensor,
+    block_hash: str,
+    public_key: str,
+    nonces: NoncesLike,
+    *,
+    sign_flips: bool = True,
+    output_dim: int = POC_OUTPUT_DIM,
+    num_reflections: int = NUM_REFLECTIONS,
+) -> torch.Tensor:
+    """Return distances as float32 ``[B]``: a strong plain-PyTorch pipeline, the benchmark's second baseline.
+
+    All nonces at once in float32: one sign tensor, one ``[B, R, H]`` tensor of
+    reflection vectors, the cached float32 lm_head and one matmul (MKL on CPU,
+    cuBLAS on CUDA, TF32 off). Fast but, like any batched BLAS product, not
+    batch invariant.
+    """
+    last_hidden, nonce_list = check_distance_args(
+        last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections
+    )
+    device = last_hidden.device
+    b, hidden = last_hidden.shape
+    if b == 0:
+        return torch.empty(0, dtype=torch.float32, device=device)
+    w, t = _literal_projection(block_hash, hidden, output_dim, device)
+    seeds = derive_nonce_seeds(block_hash, public_key, nonce_list, num_reflections, need_input=False)
+    x = last_hidden.float()
+    if sign_flips:
+        x = x * torch.where(rng.uniform(seeds.signs.to(device), hidden) > 0.5, 1.0, -1.0)
+    if num_reflections:
+        v = rng.normal(seeds.reflections.reshape(-1).to(device), hidden).view(b, num_reflections, hidden)
+        v = v / v.norm(dim=-1, keepdim=True)
+        for r in range(num_reflections):
+            x = x - 2.0 * (x * v[:, r]).sum(-1, keepdim=True) * v[:, r]
+    x = x / x.norm(dim=-1, keepdim=True)
+    logits = x @ w.T
+    return (logits / logits.norm(dim=-1, keepdim=True) - t).norm(dim=-1)
 
 
 # The baseline's streams are written the way the original code writes them:

@@ -23,6 +23,7 @@ IMPLEMENTATIONS = {
     "api-reference": lambda *a, **k: poc_kernels.compute_distances(*a, backend="reference", **k),
     "reference": reference.compute_distances,
     "per-nonce": reference.compute_distances_per_nonce,
+    "batched-fp32": reference.compute_distances_batched_fp32,
 }
 
 
