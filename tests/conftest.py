@@ -18,3 +18,19 @@ def pytest_collection_modifyitems(config, items):
     # The oracle is tested with the default thread count; pin it so a test run
     # never depends on the machine's core count for anything but speed.
     torch.manual_seed(0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    # Tests that reproduce a figure of the original study record it as a user property named
+    # "figure: ..."; list them after the run, so the measured values sit next to the study's.
+    lines = []
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []):
+        if report.when != "call":
+            continue
+        for name, value in report.user_properties:
+            if name.startswith("figure: "):
+                lines.append(f"{name[len('figure: '):]}: {value}")
+    if lines:
+        terminalreporter.section("figures measured against the validation study")
+        for line in lines:
+            terminalreporter.write_line(line)
