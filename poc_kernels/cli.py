@@ -93,7 +93,8 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the command line."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="PoC v2 validation statistics: r_target calibration, fraud-test power, network simulation."
+        prog=PROG,
+        description="PoC v2 validation statistics: r_target calibration, fraud-test power, network simulation.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

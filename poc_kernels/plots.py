@@ -53,7 +53,7 @@ def _save(fig, path: PathLike) -> None:
 def plot_distance_density(
     path: PathLike, r_targets: Sequence[float], output_dim: int = validation.POC_OUTPUT_DIM
 ) -> None:
-    """Write a figure of the analytic distance density with each ``r_target`` and its valid area (``d < r_target``) marked."""
+    """Write a figure of the analytic distance density, each ``r_target`` and its valid area ``d < r_target`` marked."""
     plt = _pyplot()
     mean, std = distance_mean(output_dim), distance_std(output_dim)
     lo = max(0.0, min([mean - 6 * std] + [r - std for r in r_targets]))

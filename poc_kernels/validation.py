@@ -242,7 +242,7 @@ def vector_distances(received: Any, recomputed: Any) -> np.ndarray:
 
 
 def vector_mismatches(received: Any, recomputed: Any, dist_threshold: float = VECTOR_DIST_THRESHOLD) -> np.ndarray:
-    """Return a bool [n] array: True where the L2 distance of a claimed vector to its recomputation exceeds ``dist_threshold``."""
+    """Return a bool [n] array: True where a claimed vector's L2 distance to its recomputation exceeds the threshold."""
     threshold = _check_real(dist_threshold, "dist_threshold")
     if not (math.isfinite(threshold) and threshold >= 0.0):
         raise ValueError(f"dist_threshold must be a finite number >= 0, got {dist_threshold!r}")
@@ -724,7 +724,8 @@ def simulate_network(
     v = w.size
     shares = np.empty(r, dtype=np.float64)
     chunk = max(1, _SIM_CHUNK_ELEMENTS // v)
-    with tqdm(total=r, unit="round", desc=f"p_target={pt:g}", disable=(not progress) if progress is not None else None) as bar:
+    disable = None if progress is None else not progress  # None: tqdm shows the bar only on a terminal
+    with tqdm(total=r, unit="round", desc=f"p_target={pt:g}", disable=disable) as bar:
         for start in range(0, r, chunk):
             stop = min(r, start + chunk)
             u = rng.random((stop - start, v))
@@ -766,7 +767,7 @@ class ConvictionBounds(NamedTuple):
 def conviction_probability(
     weights: Any, vote_probability: float, quorum: float = 0.5, resolution: int = 2**20
 ) -> ConvictionBounds:
-    """Return bounds ``(lower, upper)`` on ``P(sum_i w_i B_i > quorum)`` for independent ``B_i ~ Bernoulli(vote_probability)``.
+    """Return bounds ``(lower, upper)`` on ``P(sum_i w_i B_i > quorum)``, ``B_i`` iid ``Bernoulli(vote_probability)``.
 
     The weights are rounded to multiples of ``1 / resolution`` and the law of
     the rounded sum is computed exactly (a convolution per validator). The

@@ -180,7 +180,7 @@ def test_bad_input_files(tmp_path, capsys, option, name, content, msg):
     path.write_text(content)
     command = "simulate" if option == "--weights" else "calibrate"
     with pytest.raises(SystemExit) as info:
-        cli.main([command, option, str(path), "--rounds", "10"] if command == "simulate" else [command, option, str(path)])
+        cli.main([command, option, str(path)] + (["--rounds", "10"] if command == "simulate" else []))
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert msg in err and str(path) in err

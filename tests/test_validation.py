@@ -41,7 +41,8 @@ def test_study_r_target_and_valid_rate(record_property):
     # the re-exports are the distribution module's functions, valid for any output dimension
     assert validation.valid_rate is distribution.valid_rate
     for dim in (3, 64, 1000, 8192):
-        assert validation.valid_rate(validation.r_target_for_valid_rate(0.25, dim), dim) == pytest.approx(0.25, abs=1e-9)
+        r = validation.r_target_for_valid_rate(0.25, dim)
+        assert validation.valid_rate(r, dim) == pytest.approx(0.25, abs=1e-9)
 
 
 def test_study_exact_power(record_property):
@@ -250,8 +251,9 @@ def test_vector_round_trip_is_fp16_little_endian():
     assert back.dtype == np.float32 and back.shape == (12,)
     assert np.array_equal(back, exact.astype(np.float32))
     x = g.standard_normal(769)  # other values are rounded to the nearest fp16, like a cast
-    assert np.array_equal(validation.decode_vector(validation.encode_vector(x)), x.astype(np.float16).astype(np.float32))
-    assert np.array_equal(validation.decode_vector(validation.encode_vector(torch.tensor(x))), validation.decode_vector(validation.encode_vector(x)))
+    rounded = validation.decode_vector(validation.encode_vector(x))
+    assert np.array_equal(rounded, x.astype(np.float16).astype(np.float32))
+    assert np.array_equal(validation.decode_vector(validation.encode_vector(torch.tensor(x))), rounded)
     assert validation.decode_vector(text.encode()).tolist() == back.tolist()  # bytes are accepted
     assert validation.encode_vector([65504.0, -65504.0])  # the largest fp16 magnitude is fine
 
@@ -410,7 +412,7 @@ def test_proof_batch_missing_field_and_bad_json():
     with pytest.raises(ValueError, match="Invalid JSON"):
         ProofBatch.model_validate_json('{"public_key": "k",')
     with pytest.raises(ValueError, match="dist.0"):  # NaN is not a distance, even where a parser accepts it
-        ProofBatch.model_validate_json(json.dumps({**json.loads(_batch().model_dump_json()), "dist": [float("nan")] * 4}))
+        ProofBatch.model_validate_json(json.dumps({**data, "node_id": 3, "dist": [float("nan")] * 4}))
 
 
 def test_proof_batches_are_immutable():
@@ -450,7 +452,8 @@ def test_validated_batch_json_round_trip():
     back = ValidatedBatch.model_validate_json(text)
     assert back == vb
     # the original API's shape: no p_honest and no derived fields; they are filled in
-    original = {k: v for k, v in data.items() if k not in ("p_honest", "n_invalid", "probability_honest", "fraud_detected")}
+    derived = ("p_honest", "n_invalid", "probability_honest", "fraud_detected")
+    original = {k: v for k, v in data.items() if k not in derived}
     assert ValidatedBatch.model_validate(original) == vb
 
 
