@@ -22,3 +22,19 @@ def conformance():
     """The vectors of tests/data/conformance.json (produced by the original implementation)."""
     with open(DATA / "conformance.json") as f:
         return json.load(f)
+
+
+def pytest_terminal_summary(terminalreporter):
+    # Tests that reproduce a figure of the original study record it as a user property named
+    # "figure: ..."; list them after the run, so the measured values sit next to the study's.
+    lines = []
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []):
+        if report.when != "call":
+            continue
+        for name, value in report.user_properties:
+            if name.startswith("figure: "):
+                lines.append(f"{name[len('figure: '):]}: {value}")
+    if lines:
+        terminalreporter.section("figures measured against the validation study")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,141 @@
+"""Figures of the validation statistics, drawn with matplotlib (the ``plot`` extra).
+
+matplotlib is imported lazily with the non-interactive Agg backend, so these
+functions work on a machine without a display and the rest of the package
+does not need matplotlib.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import validation
+from .distribution import distance_mean, distance_pdf, distance_std
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = ["plot_distance_density", "plot_power_curves", "plot_vote_shares", "supported_formats"]
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'poc_kernels[plot]'") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def supported_formats() -> Tuple[str, ...]:
+    """Return the file extensions (without the dot) that matplotlib can write, e.g. ``("png", "pdf", ...)``."""
+    plt = _pyplot()
+    fig = plt.figure()
+    try:
+        return tuple(sorted(fig.canvas.get_supported_filetypes()))
+    finally:
+        plt.close(fig)
+
+
+def _save(fig, path: PathLike) -> None:
+    plt = _pyplot()
+    try:
+        fig.tight_layout()
+        fig.savefig(os.fspath(path), dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def plot_distance_density(
+    path: PathLike, r_targets: Sequence[float], output_dim: int = validation.POC_OUTPUT_DIM
+) -> None:
+    """Write a figure of the analytic distance density, each ``r_target`` and its valid area ``d < r_target`` marked."""
+    plt = _pyplot()
+    mean, std = distance_mean(output_dim), distance_std(output_dim)
+    lo = max(0.0, min([mean - 6 * std] + [r - std for r in r_targets]))
+    hi = min(2.0, max([mean + 6 * std] + [r + std for r in r_targets]))
+    x = np.linspace(lo, hi, 2001)
+    y = distance_pdf(x, output_dim)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(x, y, color="black", lw=1.5, label=f"density of d, D = {output_dim}")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(sorted(r_targets, reverse=True)):
+        c = colors[i % len(colors)]
+        rate = validation.valid_rate(r, output_dim)
+        inside = x < r
+        ax.fill_between(x[inside], y[inside], color=c, alpha=0.35, lw=0)
+        ax.axvline(r, color=c, ls="--", lw=1.2, label=f"r_target = {r:.5f}: {100 * rate:.2f}% valid (d < r_target)")
+    ax.axvline(mean, color="gray", ls=":", lw=1, label=f"mean {mean:.5f}, std {std:.5f}")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("distance d")
+    ax.set_ylabel("probability density")
+    ax.set_title("Analytic distance law (SPEC §8) and the valid area below r_target")
+    ax.legend(loc="upper right", fontsize=8)
+    _save(fig, path)
+
+
+def plot_power_curves(
+    path: PathLike,
+    n_checks_list: Sequence[int],
+    p_honest: float,
+    alpha: float,
+    marks: Sequence[Tuple[int, float, float, Optional[Tuple[float, float]]]] = (),
+) -> None:
+    """Write a figure of the exact detection power against the cheater's mismatch rate, one curve per check count.
+
+    ``marks`` holds ``(n_checks, p_cheater, power, monte_carlo)`` points to
+    highlight, ``monte_carlo`` being ``(rate, stderr)`` or None.
+    """
+    from scipy import stats
+
+    plt = _pyplot()
+    p_max = min(0.999, max([4 * p_honest] + [1.5 * m[1] for m in marks]))
+    p = np.linspace(p_max / 500, p_max, 500)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for n in sorted(set(n_checks_list)):
+        k = validation.critical_mismatches(n, p_honest, alpha)
+        power = stats.binom.sf(k - 1, n, p)
+        ax.plot(p, power, lw=1.5, label=f"{n} checks (flag at >= {k} mismatches)")
+    for n, pc, pw, mc in marks:
+        ax.plot([pc], [pw], "o", color="black", ms=6)
+        ax.annotate(f"{n} checks, p = {pc:g}: {100 * pw:.1f}%", (pc, pw), textcoords="offset points", xytext=(8, -12),
+                    fontsize=8)
+        if mc is not None:
+            ax.errorbar([pc], [mc[0]], yerr=[3 * mc[1]], fmt="x", color="red", capsize=4,
+                        label="Monte Carlo ± 3σ" if pc == marks[0][1] and n == marks[0][0] else None)
+    ax.axvline(p_honest, color="gray", ls="--", lw=1, label=f"p_honest = {p_honest:g}")
+    ax.axhline(alpha, color="gray", ls=":", lw=1, label=f"alpha = {alpha:g}")
+    ax.set_xlim(0, p_max)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("cheater's per-nonce mismatch rate")
+    ax.set_ylabel("probability one validator flags it")
+    ax.set_title("Exact power of the one-sided binomial test")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
+def plot_vote_shares(path: PathLike, simulations: Sequence["validation.NetworkSimulation"]) -> None:
+    """Write a histogram of the simulated "cheater" stake share per round, with the quorum marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    bins = np.linspace(0.0, 1.0, 101)
+    for sim in simulations:
+        ax.hist(sim.shares, bins=bins, alpha=0.5, density=True,
+                label=f"p_target = {sim.p_target:g}: convicted in {100 * sim.conviction_probability:.2f}% of "
+                      f"{sim.rounds} rounds")
+    quorum = simulations[0].quorum if simulations else 0.5
+    ax.axvline(quorum, color="black", ls="--", lw=1.2, label=f"quorum {quorum:g}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel('stake share voting "cheater"')
+    ax.set_ylabel("density over rounds")
+    if simulations:
+        s = simulations[0]
+        ax.set_title(f"{s.n_validators} validators (effective {s.effective_validators:.1f}), {s.n_checks} checks each, "
+                     f"alpha {s.alpha:g}")
+    ax.legend(loc="upper right", fontsize=8)
+    _save(fig, path)
