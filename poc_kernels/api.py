@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
 
-from . import reference
+from . import _custom_ops, reference
 from ._checks import NoncesLike, check_distance_args, check_input_args
 from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
 
@@ -40,12 +41,25 @@ def register_backend(backend: Backend) -> None:
 register_backend(
     Backend("reference", reference._compute_distances, reference._generate_inputs, supports=lambda device: True)
 )
+if _custom_ops.HAS_EXT:
+    from . import cpp_backend
+
+    register_backend(
+        Backend(
+            "cpp", cpp_backend.compute_distances, cpp_backend.generate_inputs, supports=lambda d: d.type == "cpu"
+        )
+    )
 
 
 def available_backends(device=None) -> list[str]:
     """Return the usable backends, fastest first; with ``device``, only those that run there."""
     device = None if device is None else torch.device(device)
     return [n for n in BACKENDS if n in _REGISTRY and (device is None or _REGISTRY[n].supports(device))]
+
+
+logging.getLogger("poc_kernels").info(
+    "poc_kernels backends available: %s (extension: %s)", ", ".join(available_backends()), _custom_ops.EXT_STATUS
+)
 
 
 def _resolve(backend: str, device: torch.device) -> Backend:

@@ -8,7 +8,8 @@ import poc_kernels
 from poc_kernels import reference
 
 HIDDEN_SIZES = [64, 769]
-BACKENDS = ["reference"]
+# every CPU backend of this installation (the C++ one when the extension is built)
+BACKENDS = [b for b in ("reference", "cpp") if b in poc_kernels.available_backends("cpu")]
 
 
 def _hidden(b, h, seed=0, dtype=torch.float32):
@@ -182,9 +183,14 @@ def test_generate_inputs_batch_invariance_and_dtypes(backend, dtype):
         assert torch.equal(alone[0], full[i])
     f32 = poc_kernels.generate_inputs("blk", "key", nonces, 6, 40, dtype=torch.float32, backend=backend)
     assert torch.equal(full, f32.to(dtype))  # computed in float32, cast once
-    # the stream of a nonce is N(seed_input, seq_len * H).view(seq_len, H)
+    # the stream of a nonce is N(seed_input, seq_len * H).view(seq_len, H); normals are compared with
+    # SPEC §5's tolerance (log/cos/sin may differ by an ulp between math libraries), bitwise to the
+    # torch streams for the reference, which is built on them
     seed = poc_kernels.rng.seed_from_string("blk_key_nonce99")
-    assert torch.equal(f32[1], poc_kernels.rng.normal(seed, 240).view(6, 40))
+    expect = poc_kernels.rng.normal(seed, 240).view(6, 40)
+    torch.testing.assert_close(f32[1], expect, atol=1e-6, rtol=0)
+    if backend == "reference":
+        assert torch.equal(f32[1], expect)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
