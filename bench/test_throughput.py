@@ -34,6 +34,6 @@ def test_compute_distances_throughput(run_bench, impl, batch, hidden):
     x = torch.randn(batch, hidden, generator=g).to(DEVICE)
     nonces = list(range(batch))
     fn = IMPLS[impl]
-    rounds = 2 if impl == "per-nonce" else 5
+    rounds = 3 if impl == "per-nonce" else 5  # a median of 3 drops one disturbed round
     d = run_bench(lambda: fn(x, "bench_block", "bench_key", nonces), impl=impl, batch=batch, hidden=hidden, rounds=rounds)
     assert d.shape == (batch,) and torch.isfinite(d).all()
