@@ -61,7 +61,8 @@ def _extensions():
 
     sources = [str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.cpp"))]
     cxx = ["-O3", "-ffp-contract=off", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
-    if platform.machine() in ("x86_64", "AMD64") and _cpu_has("avx2", "fma", "f16c") and not _flag("POC_KERNELS_PORTABLE"):
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    if x86 and _cpu_has("avx2", "fma", "f16c") and not _flag("POC_KERNELS_PORTABLE"):
         cxx += ["-mavx2", "-mfma", "-mf16c"]
     define_macros = []
     use_cuda = (
@@ -71,7 +72,7 @@ def _extensions():
     if use_cuda:
         sources += [str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.cu"))]
         define_macros.append(("POC_KERNELS_WITH_CUDA", None))
-        kwargs["extra_compile_args"] = {"cxx": cxx, "nvcc": ["-O3", "-DPOC_KERNELS_WITH_CUDA"]}
+        kwargs["extra_compile_args"] = {"cxx": cxx, "nvcc": ["-O3"]}
         make = cpp_extension.CUDAExtension
     else:
         kwargs["extra_compile_args"] = {"cxx": cxx}

@@ -234,7 +234,7 @@ inline void micro_o(int no, const Projection& P, int64_t b0, int64_t o0, int64_t
 inline void project_rows(const Projection& P, int64_t o_begin, int64_t o_end, float* acc) {
   for (int64_t b0 = 0; b0 < P.B; b0 += kTileB) {
     const int nb = static_cast<int>(std::min<int64_t>(kTileB, P.B - b0));
-    for (int64_t k0 = 0; k0 < P.H || k0 == 0; k0 += kTileK) {
+    for (int64_t k0 = 0; k0 < P.H; k0 += kTileK) {
       const int64_t k1 = std::min(P.H, k0 + kTileK);
       const bool first = k0 == 0, last = k1 == P.H;
       for (int64_t o0 = o_begin; o0 < o_end; o0 += kTileO) {
@@ -246,7 +246,6 @@ inline void project_rows(const Projection& P, int64_t o_begin, int64_t o_end, fl
           default: micro_o<1>(no, P, b0, o0, k0, k1, first, last, a); break;
         }
       }
-      if (last) break;
     }
   }
 }

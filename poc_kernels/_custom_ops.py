@@ -102,7 +102,7 @@ def derive_seeds(
     need_input: bool = True,
     need_post: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return uint32 ``(input [B], signs [B], reflections [B, R])`` seeds (SPEC §1) on ``nonces``' device (CPU or CUDA)."""
+    """Return the SPEC §1 seeds as uint32 ``(input [B], signs [B], reflections [B, R])`` on ``nonces``' device."""
     return torch.ops.poc_kernels.derive_seeds(block_hash, public_key, nonces, num_reflections, need_input, need_post)
 
 
@@ -122,7 +122,7 @@ def sign_stream(seeds: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def normal_(out: torch.Tensor, seeds: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Fill CPU ``out [S, n]`` (float32/64, float16, bfloat16) with ``scale * N(seed, n)`` per row (SPEC §3); return ``out``."""
+    """Fill CPU ``out [S, n]`` (float32/64, float16, bfloat16) with ``scale * N(seed, n)`` per row; return ``out``."""
     return torch.ops.poc_kernels.normal_(out, seeds, scale) or out
 
 
@@ -133,5 +133,10 @@ def compute_distances(
     sign_seeds: Optional[torch.Tensor],
     reflection_seeds: torch.Tensor,
 ) -> torch.Tensor:
-    """Return the SPEC §5 distances as float32 ``[B]`` for float32 CPU ``last_hidden [B, H]``, lm_head ``weight [D, H]`` and unit float64 ``target [D]``."""
+    """Return the SPEC §5 distances as float32 ``[B]`` on the CPU.
+
+    ``last_hidden`` is float32 ``[B, H]``, ``weight`` the float32 lm_head ``[D, H]``,
+    ``target`` the unit float64 target ``[D]``; ``sign_seeds`` ``[B]`` (None: no
+    sign flips) and ``reflection_seeds`` ``[B, R]`` are integer tensors.
+    """
     return torch.ops.poc_kernels.compute_distances(last_hidden, weight, target, sign_seeds, reflection_seeds)

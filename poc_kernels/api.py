@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
@@ -55,11 +54,6 @@ def available_backends(device=None) -> list[str]:
     """Return the usable backends, fastest first; with ``device``, only those that run there."""
     device = None if device is None else torch.device(device)
     return [n for n in BACKENDS if n in _REGISTRY and (device is None or _REGISTRY[n].supports(device))]
-
-
-logging.getLogger("poc_kernels").info(
-    "poc_kernels backends available: %s (extension: %s)", ", ".join(available_backends()), _custom_ops.EXT_STATUS
-)
 
 
 def _resolve(backend: str, device: torch.device) -> Backend:

@@ -109,7 +109,7 @@ def generate_inputs(
     device: torch.device,
     out: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    """Return the input embeddings (SPEC §6) as ``[B, seq_len, H]`` in ``dtype`` on the CPU; arguments are already validated."""
+    """Return the input embeddings (SPEC §6) as ``[B, seq_len, H]`` in ``dtype`` on the CPU (arguments validated)."""
     b, n = len(nonce_list), seq_len * hidden_size
     if out is None:
         out = torch.empty(b, seq_len, hidden_size, dtype=dtype, device=device)

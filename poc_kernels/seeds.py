@@ -120,7 +120,7 @@ def derive_nonce_seeds_hashlib(
     need_input: bool = True,
     need_post: bool = True,
 ) -> NonceSeeds:
-    """Return the same seeds as :func:`derive_nonce_seeds`, always computed with :mod:`hashlib` (one Python loop per nonce)."""
+    """Return the same seeds as :func:`derive_nonce_seeds`, always with :mod:`hashlib` (a Python loop over nonces)."""
     prefix = hashlib.sha256(f"{block_hash}_{public_key}_nonce".encode("utf-8"))
     b = len(nonces)
     inputs = [0] * b if need_input else []

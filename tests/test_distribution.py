@@ -39,7 +39,7 @@ def test_analytic_law_small_dimension_matches_monte_carlo():
     assert stats.kstest(d, lambda x: distribution.distance_cdf(x, 3)).pvalue > 0.01
 
 
-@pytest.mark.parametrize("backend", ["reference"])
+@pytest.mark.parametrize("backend", [b for b in ("reference", "cpp") if b in poc_kernels.available_backends("cpu")])
 def test_distances_follow_the_analytic_law(backend):
     n, hidden = 3000, 1024
     g = torch.Generator().manual_seed(2024)

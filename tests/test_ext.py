@@ -303,6 +303,16 @@ def test_compute_distances_independent_of_thread_count():
 
 
 @needs_ext
+def test_batch_invariance_across_internal_chunks():
+    """Batches larger than the op's internal chunk of nonces (512 at this H) give each nonce the same bits."""
+    x = torch.randn(700, 64, generator=torch.Generator().manual_seed(2))
+    nonces = torch.arange(700)
+    full = poc_kernels.compute_distances(x, "blk", "key", nonces, backend="cpp")
+    for idx in (torch.arange(511, 514), torch.tensor([699, 0, 512]), torch.arange(0, 700, 7)):
+        assert torch.equal(poc_kernels.compute_distances(x[idx], "blk", "key", nonces[idx], backend="cpp"), full[idx])
+
+
+@needs_ext
 def test_compute_distances_op_bad_input():
     x, w, t = torch.randn(2, 16), torch.randn(32, 16), torch.randn(32, dtype=torch.float64)
     sg, rf = torch.tensor([1, 2]), torch.tensor([[1, 2], [3, 4]])
@@ -371,12 +381,13 @@ def test_derive_seeds_cuda_matches_cpu():
 def test_derive_seeds_cuda_bad_input_and_opcheck():
     with pytest.raises(RuntimeError, match=r"nonces must lie in \[0, 2\*\*32\)"):
         ops.derive_seeds("b", "k", torch.tensor([1, 2**32], device="cuda"), 8)
-    torch.library.opcheck(torch.ops.poc_kernels.derive_seeds.default, ("b", "k", torch.arange(5, device="cuda"), 8, True, True))
+    args = ("b", "k", torch.arange(5, device="cuda"), 8, True, True)
+    torch.library.opcheck(torch.ops.poc_kernels.derive_seeds.default, args)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 def test_cuda_seed_code_on_the_host(tmp_path):
-    """The per-thread code of the CUDA seed kernel (csrc/seeds_cuda.cuh), built for the host by nvcc, against hashlib."""
+    """The per-thread code of the CUDA seed kernel (csrc/seeds_cuda.cuh), built for the host by nvcc, vs hashlib."""
     exe = tmp_path / "seeds_cuda_host"
     build = subprocess.run(
         ["nvcc", "-O2", "-std=c++17", "-x", "cu", "-I", os.path.join(ROOT, "csrc"),
