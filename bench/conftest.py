@@ -85,7 +85,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"{r['H']:>6} {r['B']:>5} {r['impl']:<28} {r['median_s'] * 1e3:>10.2f} {r['nonces_per_s']:>11.1f} {ratio:>12}"
         )
     if seeds:
-        # seed derivation as a share of the fastest distance computation at H=1024 in this session
+        # seed derivation as a share of the fastest distance computation at H=1024 in this run
         dist = [r for r in rows if r["H"] == 1024 and r["impl"] != BASELINE]
         best = min(dist, key=lambda r: r["median_s"] / r["B"]) if dist else None
         ref_us = best["median_s"] / best["B"] * 1e6 if best else None

@@ -7,7 +7,7 @@ present. Single-core figures of each SHA-256 implementation come from
 ``make bench-sha256``. (Nothing here changes ``torch.set_num_threads``: on a
 2-core machine, switching the thread count leaves torch's thread pools
 spinning for a while and slows whatever runs next.) The summary prints microseconds per nonce and
-that time as a share of the fastest ``compute_distances`` of the same session
+that time as a share of the fastest ``compute_distances`` of the same run
 at H=1024 (``test_throughput.py``, or the context row below), i.e. how visible
 seed derivation is next to the distances.
 """
