@@ -45,8 +45,8 @@ def sync():
 def run_bench(benchmark):
     """Time ``fn`` with pytest-benchmark (pedantic, synchronized) and tag the row."""
 
-    def run(fn, *, impl, batch, hidden, rounds=5, warmup_rounds=1):
-        benchmark.extra_info.update({"impl": impl, "B": batch, "H": hidden, "device": device_name()})
+    def run(fn, *, impl, batch, hidden, rounds=5, warmup_rounds=1, kind="distances"):
+        benchmark.extra_info.update({"impl": impl, "B": batch, "H": hidden, "device": device_name(), "kind": kind})
 
         def call():
             out = fn()
@@ -69,6 +69,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             continue
         median = bench.stats.median
         rows.append({**info, "median_s": median, "nonces_per_s": info["B"] / median})
+    seeds = [r for r in rows if r.get("kind") == "seeds"]
+    rows = [r for r in rows if r.get("kind") != "seeds"]
     base = {(r["B"], r["H"]): r["nonces_per_s"] for r in rows if r["impl"] == BASELINE}
     for r in rows:
         b = base.get((r["B"], r["H"]))
@@ -82,8 +84,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(
             f"{r['H']:>6} {r['B']:>5} {r['impl']:<28} {r['median_s'] * 1e3:>10.2f} {r['nonces_per_s']:>11.1f} {ratio:>12}"
         )
+    if seeds:
+        # seed derivation as a share of the fastest distance computation at H=1024 in this run
+        dist = [r for r in rows if r["H"] == 1024 and r["impl"] != BASELINE]
+        best = min(dist, key=lambda r: r["median_s"] / r["B"]) if dist else None
+        ref_us = best["median_s"] / best["B"] * 1e6 if best else None
+        tr.section("seed derivation (10 seeds per nonce)")
+        if best:
+            tr.write_line(f"share: of compute_distances {best['impl']} at H=1024 B={best['B']}, {ref_us:.1f} us/nonce")
+        tr.write_line(f"{'B':>6} {'impl':<22} {'median ms':>10} {'us/nonce':>9} {'share':>8}")
+        for r in sorted(seeds, key=lambda r: (r["B"], r["impl"])):
+            us = r["median_s"] / r["B"] * 1e6
+            r["us_per_nonce"] = us
+            r["share_of_distance"] = us / ref_us if ref_us else None
+            share = f"{100 * us / ref_us:.2f}%" if ref_us else "-"
+            tr.write_line(f"{r['B']:>6} {r['impl']:<22} {r['median_s'] * 1e3:>10.3f} {us:>9.3f} {share:>8}")
     path = config.getoption("--throughput-json")
     if path:
         with open(path, "w") as f:
-            json.dump({"device": device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
+            json.dump({"device": device_name(), "torch": torch.__version__, "rows": rows + seeds}, f, indent=1)
         tr.write_line(f"wrote {path}")

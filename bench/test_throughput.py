@@ -63,7 +63,8 @@ def test_compute_distances_throughput(run_bench, impl, batch, hidden):
     x = torch.randn(batch, hidden, generator=g).to(DEVICE)
     nonces = list(range(batch))
     fn = IMPLS[impl]
+    # a median of 3 drops one disturbed round of the slow ones
     slow = impl == "per-nonce" or (not CUDA and impl.startswith("reference") and batch * hidden >= 1024 * 2048)
     d = run_bench(lambda: fn(x, "bench_block", "bench_key", nonces), impl=impl, batch=batch, hidden=hidden,
-                  rounds=2 if slow else 5)
+                  rounds=3 if slow else 5)
     assert d.shape == (batch,) and torch.isfinite(d).all()

@@ -12,9 +12,17 @@ Public API::
 against.
 """
 
-from . import rng, reference, seeds
-from .api import BACKENDS, available_backends, compute_distances, generate_inputs
+import logging as _logging
+
+from . import _custom_ops, rng, reference, seeds
+from .api import BACKENDS, auto_backend, available_backends, compute_distances, generate_inputs
 from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
+
+_logging.getLogger(__name__).info(
+    "poc_kernels backends available: %s (C++/CUDA extension: %s)",
+    ", ".join(available_backends()),
+    _custom_ops.EXT_STATUS,
+)
 
 __version__ = "0.1.0"
 
@@ -22,6 +30,7 @@ __all__ = [
     "BACKENDS",
     "NUM_REFLECTIONS",
     "POC_OUTPUT_DIM",
+    "auto_backend",
     "available_backends",
     "compute_distances",
     "generate_inputs",

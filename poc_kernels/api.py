@@ -8,11 +8,11 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from . import reference
+from . import _custom_ops, reference
 from ._checks import NoncesLike, check_distance_args, check_input_args, check_lm_head
 from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
 
-__all__ = ["BACKENDS", "Backend", "available_backends", "compute_distances", "generate_inputs", "register_backend"]
+__all__ = ["BACKENDS", "Backend", "auto_backend", "available_backends", "compute_distances", "generate_inputs", "register_backend"]
 
 #: Every backend name the API knows, in the order ``"auto"`` prefers them.
 BACKENDS = ("triton", "cpp", "reference")
@@ -46,14 +46,18 @@ def register_backend(backend: Backend) -> None:
     _REGISTRY[backend.name] = backend
 
 
-def _reference_distances(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections, lm_head):
-    # The reference always uses its cached float64 lm_head, whatever ``lm_head`` asks.
-    return reference._compute_distances(
-        last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections
-    )
+def _without_lm_head(impl):
+    # The reference and cpp backends always cache the lm_head: they take no ``lm_head`` argument.
+    def run(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections, lm_head):
+        return impl(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections)
+
+    return run
 
 
-register_backend(Backend("reference", _reference_distances, reference._generate_inputs, supports=lambda device: True))
+register_backend(
+    Backend("reference", _without_lm_head(reference._compute_distances), reference._generate_inputs,
+            supports=lambda device: True)
+)
 
 
 def _triton_supports(device: torch.device) -> bool:
@@ -85,6 +89,15 @@ if importlib.util.find_spec("triton") is not None:
     )
 
 
+if _custom_ops.HAS_EXT:
+    from . import cpp_backend
+
+    register_backend(
+        Backend("cpp", _without_lm_head(cpp_backend.compute_distances), cpp_backend.generate_inputs,
+                supports=lambda d: d.type == "cpu")
+    )
+
+
 def available_backends(device=None) -> list[str]:
     """Return the backends usable here (on ``device``, or on any local device), fastest first."""
     if device is None:
@@ -94,11 +107,17 @@ def available_backends(device=None) -> list[str]:
     return [n for n in BACKENDS if n in _REGISTRY and any(_REGISTRY[n].supports(d) for d in devices)]
 
 
+def auto_backend(device="cpu") -> str:
+    """Return the backend that ``backend="auto"`` uses for tensors on ``device``."""
+    device = torch.device(device)
+    return next(n for n in BACKENDS if n in _REGISTRY and _REGISTRY[n].is_preferred(device))
+
+
 def _resolve(backend: str, device: torch.device) -> Backend:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     if backend == "auto":
-        return next(_REGISTRY[n] for n in BACKENDS if n in _REGISTRY and _REGISTRY[n].is_preferred(device))
+        return _REGISTRY[auto_backend(device)]
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
     if backend not in _REGISTRY:

@@ -9,9 +9,12 @@
 | target | ``f"{block_hash}_target"`` |
 | layer hook i | ``f"{block_hash}_layer_{i}_householder"`` |
 
-Per-nonce seeds are derived with :mod:`hashlib`. The SHA-256 state of the
-shared ``f"{block_hash}_{public_key}_nonce"`` prefix is computed once and
-copied for each nonce.
+Per-nonce seeds come from the C++ extension when it is built (batched
+SHA-256 continuing the cached state of the shared prefix, SHA-NI where the CPU
+has it; ``derive_nonce_seeds`` then costs well under a microsecond per nonce),
+otherwise from :mod:`hashlib`. Both copy the SHA-256 state of the shared
+``f"{block_hash}_{public_key}_nonce"`` prefix for each nonce and give the same
+seeds.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from typing import Sequence
 
 import torch
 
+from . import _custom_ops
 from .rng import seed_from_string
 
 __all__ = [
     "NonceSeeds",
     "derive_nonce_seeds",
+    "derive_nonce_seeds_hashlib",
     "input_seed_string",
     "sign_seed_string",
     "reflection_seed_string",
@@ -92,6 +97,30 @@ def derive_nonce_seeds(
     ``nonces`` must already be validated ints in [0, 2**32). Streams that are
     not needed (``need_input`` / ``need_post``) come back as empty tensors.
     """
+    if not _custom_ops.HAS_EXT:
+        return derive_nonce_seeds_hashlib(
+            block_hash, public_key, nonces, num_reflections, need_input=need_input, need_post=need_post
+        )
+    if isinstance(nonces, torch.Tensor):
+        values = nonces.detach().to("cpu", torch.int64)
+    else:
+        values = torch.tensor(nonces, dtype=torch.int64).reshape(-1)
+    inputs, signs, refl = _custom_ops.derive_seeds(
+        block_hash, public_key, values, num_reflections, need_input, need_post
+    )
+    return NonceSeeds(input=inputs.to(torch.int64), signs=signs.to(torch.int64), reflections=refl.to(torch.int64))
+
+
+def derive_nonce_seeds_hashlib(
+    block_hash: str,
+    public_key: str,
+    nonces: Sequence[int],
+    num_reflections: int = 8,
+    *,
+    need_input: bool = True,
+    need_post: bool = True,
+) -> NonceSeeds:
+    """Return the same seeds as :func:`derive_nonce_seeds`, always with :mod:`hashlib` (a Python loop over nonces)."""
     prefix = hashlib.sha256(f"{block_hash}_{public_key}_nonce".encode("utf-8"))
     b = len(nonces)
     inputs = [0] * b if need_input else []

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     backend = args.backend
     if backend == "auto":
-        backend = poc_kernels.available_backends()[0]
+        backend = poc_kernels.auto_backend(device)
     dist, setup_s, compute_s = random_state_distances(
         args.block_hash, args.public_key, args.nonces, args.hidden_size,
         batch_size=args.batch_size, device=device, seed=args.seed,

@@ -6,18 +6,22 @@ import torch
 
 import poc_kernels
 
-BACKENDS = ["auto", "reference"]
+BACKENDS = ["auto"] + [b for b in ("reference", "cpp") if b in poc_kernels.available_backends("cpu")]
 X = torch.randn(2, 16)
 
 
 def _cd(**kw):
-    args = dict(last_hidden=X, block_hash="blk", public_key="key", nonces=[1, 2])
-    args.update(kw)
-    backend = args.pop("backend", "auto")
-    return lambda: poc_kernels.compute_distances(
-        args.pop("last_hidden"), args.pop("block_hash"), args.pop("public_key"), args.pop("nonces"),
-        backend=backend, **args,
-    )
+    # a call taking the backend to use unless the case names its own
+    def call(default_backend):
+        args = dict(last_hidden=X, block_hash="blk", public_key="key", nonces=[1, 2])
+        args.update(kw)
+        backend = args.pop("backend", default_backend)
+        return poc_kernels.compute_distances(
+            args.pop("last_hidden"), args.pop("block_hash"), args.pop("public_key"), args.pop("nonces"),
+            backend=backend, **args,
+        )
+
+    return call
 
 
 DISTANCE_CASES = [
@@ -54,10 +58,11 @@ DISTANCE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name, call, exc, match", DISTANCE_CASES, ids=[c[0] for c in DISTANCE_CASES])
-def test_compute_distances_bad_input(name, call, exc, match):
+def test_compute_distances_bad_input(name, call, exc, match, backend):
     with pytest.raises(exc, match=match):
-        call()
+        call(backend)
 
 
 def test_unavailable_backend_is_named():
@@ -68,10 +73,14 @@ def test_unavailable_backend_is_named():
 
 
 def _gi(**kw):
-    args = dict(block_hash="blk", public_key="key", nonces=[1, 2], seq_len=3, hidden_size=8)
-    args.update(kw)
-    pos = [args.pop(k) for k in ("block_hash", "public_key", "nonces", "seq_len", "hidden_size")]
-    return lambda: poc_kernels.generate_inputs(*pos, **args)
+    def call(default_backend):
+        args = dict(block_hash="blk", public_key="key", nonces=[1, 2], seq_len=3, hidden_size=8)
+        args.update(kw)
+        args.setdefault("backend", default_backend)
+        pos = [args.pop(k) for k in ("block_hash", "public_key", "nonces", "seq_len", "hidden_size")]
+        return poc_kernels.generate_inputs(*pos, **args)
+
+    return call
 
 
 INPUT_CASES = [
@@ -92,7 +101,8 @@ INPUT_CASES = [
 ]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name, call, exc, match", INPUT_CASES, ids=[c[0] for c in INPUT_CASES])
-def test_generate_inputs_bad_input(name, call, exc, match):
+def test_generate_inputs_bad_input(name, call, exc, match, backend):
     with pytest.raises(exc, match=match):
-        call()
+        call(backend)

@@ -25,6 +25,9 @@ IMPLEMENTATIONS = {
     "per-nonce": reference.compute_distances_per_nonce,
     "batched-fp32": reference.compute_distances_batched_fp32,
 }
+if "cpp" in poc_kernels.available_backends():
+    IMPLEMENTATIONS["api-cpp"] = lambda *a, **k: poc_kernels.compute_distances(*a, backend="cpp", **k)
+INPUT_BACKENDS = ["auto"] + [b for b in ("reference", "cpp") if b in poc_kernels.available_backends("cpu")]
 
 
 def _case_ids(conformance):
@@ -75,7 +78,7 @@ def _fp16_ulp(x: np.ndarray) -> np.ndarray:
     return np.spacing(np.abs(x.astype(np.float16))).astype(np.float64)
 
 
-@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("backend", INPUT_BACKENDS)
 def test_generate_inputs_conformance(conformance, backend):
     g = conformance["generate_inputs"]
     args = (g["block_hash"], g["public_key"], g["nonces"], g["seq_len"], g["hidden_size"])

@@ -13,13 +13,18 @@ def _sha_seed(s: str) -> int:
     return int(hashlib.sha256(s.encode("utf-8")).hexdigest()[:8], 16)
 
 
+# the seeds the package uses (C++ when the extension is built) and the hashlib fallback
+DERIVE = [seeds.derive_nonce_seeds, seeds.derive_nonce_seeds_hashlib]
+
+
+@pytest.mark.parametrize("derive", DERIVE, ids=["derive_nonce_seeds", "hashlib"])
 @pytest.mark.parametrize(
     "block_hash, public_key",
     [("block_alpha", "node_A"), ("", ""), ("0x" + "ab" * 32, "ключ-ノード"), ("a_b", "c_nonce_1")],
 )
-def test_derive_nonce_seeds_matches_hashlib(block_hash, public_key):
+def test_derive_nonce_seeds_matches_hashlib(block_hash, public_key, derive):
     nonces = [0, 1, 9, 10, 99, 12345, 2**31, 2**32 - 1]
-    got = seeds.derive_nonce_seeds(block_hash, public_key, nonces, 8)
+    got = derive(block_hash, public_key, nonces, 8)
     assert got.input.dtype == got.signs.dtype == got.reflections.dtype == torch.int64
     assert got.reflections.shape == (len(nonces), 8)
     for i, n in enumerate(nonces):
@@ -38,11 +43,16 @@ def test_seed_strings():
     assert seeds.layer_seed("b", 4) == seed_from_string("b_layer_4_householder")
 
 
-def test_derive_nonce_seeds_partial_and_empty():
-    only_inputs = seeds.derive_nonce_seeds("b", "k", [3, 4], 8, need_post=False)
+@pytest.mark.parametrize("derive", DERIVE, ids=["derive_nonce_seeds", "hashlib"])
+def test_derive_nonce_seeds_partial_and_empty(derive):
+    only_inputs = derive("b", "k", [3, 4], 8, need_post=False)
     assert only_inputs.input.shape == (2,)
+    assert only_inputs.input.tolist() == [seed_from_string("b_k_nonce3"), seed_from_string("b_k_nonce4")]
     assert only_inputs.signs.numel() == 0 and only_inputs.reflections.shape == (0, 8)
-    empty = seeds.derive_nonce_seeds("b", "k", [], 8)
+    only_post = derive("b", "k", [3], 8, need_input=False)
+    assert only_post.input.numel() == 0 and only_post.signs.tolist() == [seed_from_string("b_k_nonce_3_signs")]
+    empty = derive("b", "k", [], 8)
     assert empty.input.shape == (0,) and empty.reflections.shape == (0, 8)
-    none = seeds.derive_nonce_seeds("b", "k", [5], 0)
+    assert empty.input.dtype == empty.signs.dtype == empty.reflections.dtype == torch.int64
+    none = derive("b", "k", [5], 0)
     assert none.reflections.shape == (1, 0)

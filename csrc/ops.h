@@ -1,0 +1,41 @@
+// Kernels behind the ops declared in torch_bindings.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <string>
+#include <tuple>
+
+namespace poc {
+
+// SPEC §1 seeds of each nonce as uint32 tensors on nonces' device: input [B],
+// signs [B] and reflections [B, R] (empty [0] / [0, R] when not wanted).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> derive_seeds_cpu(const std::string& block_hash,
+                                                                const std::string& public_key,
+                                                                const at::Tensor& nonces, int64_t num_reflections,
+                                                                bool need_input, bool need_post);
+#ifdef POC_KERNELS_WITH_CUDA
+std::tuple<at::Tensor, at::Tensor, at::Tensor> derive_seeds_cuda(const std::string& block_hash,
+                                                                 const std::string& public_key,
+                                                                 const at::Tensor& nonces, int64_t num_reflections,
+                                                                 bool need_input, bool need_post);
+#endif
+
+// Streams of SPEC §2-4 for S seeds, [S, n]: hashes (uint32), uniforms and signs (float32).
+at::Tensor hash_stream_cpu(const at::Tensor& seeds, int64_t n);
+at::Tensor uniform_stream_cpu(const at::Tensor& seeds, int64_t n);
+at::Tensor sign_stream_cpu(const at::Tensor& seeds, int64_t n);
+
+// out[s, :] = scale * N(seeds[s], n) for out of shape [S, n] (float32, float64,
+// float16 or bfloat16; computed in float32 and cast once).
+void normal_cpu_(at::Tensor& out, const at::Tensor& seeds, double scale);
+
+// SPEC §5 distances, float32 [B].
+at::Tensor compute_distances_cpu(const at::Tensor& last_hidden, const at::Tensor& weight, const at::Tensor& target,
+                                 const c10::optional<at::Tensor>& sign_seeds, const at::Tensor& reflection_seeds);
+
+// Turns the SIMD code paths off or on (they give the same bits); returns the previous setting.
+bool set_simd_enabled(bool enabled);
+
+}  // namespace poc
