@@ -18,13 +18,12 @@ with other math libraries to about one float32 ulp.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Optional, Sequence
 
 import torch
 
 from . import _custom_ops as ops
+from ._cache import LRUCache
 from .constants import LM_HEAD_SCALE
 from .reference import tree_sum
 from .seeds import lm_head_seed, target_seed
@@ -36,43 +35,24 @@ CACHE_SIZE = 4
 _NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-class _ProjectionCache:
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, block_hash: str, hidden_size: int, output_dim: int):
-        key = (block_hash, hidden_size, output_dim)
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        w = torch.empty(1, output_dim * hidden_size, dtype=torch.float32)
-        ops.normal_(w, torch.tensor([lm_head_seed(block_hash)]), LM_HEAD_SCALE)
-        t = torch.empty(1, output_dim, dtype=torch.float32)
-        ops.normal_(t, torch.tensor([target_seed(block_hash)]))
-        t = t[0].double()
-        t = t / torch.sqrt(tree_sum(t * t))
-        item = (w.view(output_dim, hidden_size), t)
-        with self._lock:
-            self._items[key] = item
-            self._items.move_to_end(key)
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        return item
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+def _build_projection(block_hash: str, hidden_size: int, output_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    w = torch.empty(1, output_dim * hidden_size, dtype=torch.float32)
+    ops.normal_(w, torch.tensor([lm_head_seed(block_hash)]), LM_HEAD_SCALE)
+    t = torch.empty(1, output_dim, dtype=torch.float32)
+    ops.normal_(t, torch.tensor([target_seed(block_hash)]))
+    t = t[0].double()
+    t = t / torch.sqrt(tree_sum(t * t))
+    return w.view(output_dim, hidden_size), t
 
 
-_CACHE = _ProjectionCache(CACHE_SIZE)
+_CACHE = LRUCache(CACHE_SIZE)
 
 
 def projection(block_hash: str, hidden_size: int, output_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the cached ``(W float32 [D, H], t float64 [D])`` of ``block_hash`` on the CPU."""
-    return _CACHE.get(block_hash, hidden_size, output_dim)
+    return _CACHE.get(
+        (block_hash, hidden_size, output_dim), lambda: _build_projection(block_hash, hidden_size, output_dim)
+    )
 
 
 def clear_cache() -> None:
@@ -93,7 +73,7 @@ def compute_distances(
     b, hidden = last_hidden.shape
     if b == 0:
         return torch.empty(0, dtype=torch.float32)
-    w, t = _CACHE.get(block_hash, hidden, output_dim)
+    w, t = projection(block_hash, hidden, output_dim)
     nonces = torch.tensor(nonce_list, dtype=torch.int64)
     _, signs, refl = ops.derive_seeds(block_hash, public_key, nonces, num_reflections, False, True)
     return ops.compute_distances(last_hidden.to(torch.float32), w, t, signs if use_signs else None, refl)

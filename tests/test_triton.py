@@ -39,6 +39,31 @@ def _triton(x, nonces, **kw):
     return poc_kernels.compute_distances(x.to(DEV), "blk", "key", nonces, backend="triton", **kw)
 
 
+def test_kernel_streams_match_the_contract(conformance):
+    """The kernels' hash, uniforms and signs are bit-exact; their normals within a few ulp (SPEC §3)."""
+    from poc_kernels import rng
+    from poc_kernels.ops._streams import stream_values
+
+    for stream in conformance["streams"]:
+        seed, n = stream["seed"], stream["n"]
+        p = (n + 1) // 2
+        got = stream_values(seed, torch.arange(n, device=DEV), p)
+        assert torch.equal(got["hash"].cpu(), torch.tensor(stream["murmur3"], dtype=torch.int64)), seed
+        u = torch.tensor(stream["uniform"], dtype=torch.float32)
+        assert torch.equal(got["uniform"].cpu(), u), seed
+        assert torch.equal(got["sign"].cpu(), torch.where(u > 0.5, 1.0, -1.0)), seed
+        normal = torch.tensor(stream["normal"], dtype=torch.float32)
+        torch.testing.assert_close(got["cos"].cpu()[:p], normal[:p], atol=NORMAL_ATOL, rtol=0)
+        torch.testing.assert_close(got["sin"].cpu()[: n - p], normal[p:], atol=NORMAL_ATOL, rtol=0)
+    # the full key range, seeds >= 2**31 included (they arrive as int64 and must be cast to uint32)
+    keys = torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1], device=DEV)
+    for seed in (0, 2**31, 2**32 - 1):
+        got = stream_values(seed, keys, 2**31)
+        assert torch.equal(got["hash"].cpu(), rng.hash32(keys.cpu(), seed))
+        expect = torch.cat([rng.uniform(seed, 1, start=k) for k in keys.tolist()])
+        assert torch.equal(got["uniform"].cpu(), expect)
+
+
 @pytest.mark.parametrize("lm_head", LM_HEAD_MODES)
 def test_conformance_distances(conformance, lm_head):
     for case in conformance["cases"]:
@@ -163,6 +188,24 @@ def test_layer_hook_matches_reference(dtype, hidden):
     y = x.clone()
     assert backend.apply_layer_hook_(y, v) is y
     assert (y.cpu().double() - expect.double()).abs().max().item() <= HOOK_ATOL[dtype]
+
+
+def test_layer_hook_bad_input():
+    from poc_kernels.ops import backend
+
+    v = reference.layer_vector("blk", 0, 16, device=DEV)
+    x = torch.randn(4, 16, device=DEV)
+    with pytest.raises(ValueError, match="v must be"):
+        backend.apply_layer_hook_(x, v[:8])
+    with pytest.raises(TypeError, match="x must be"):
+        backend.apply_layer_hook_(x.to(torch.int32), v)
+    with pytest.raises(ValueError, match="x must have contiguous rows"):
+        backend.apply_layer_hook_(torch.randn(16, 4, device=DEV).t(), v)
+    # leading dimensions are flattened: [S, T, H] works in place
+    x3 = torch.randn(2, 3, 16, device=DEV)
+    expect = reference.apply_layer_transform(x3, v)
+    assert backend.apply_layer_hook_(x3, v) is x3
+    assert (x3 - expect).abs().max().item() <= HOOK_ATOL[torch.float32]
 
 
 def test_layer_hook_edge_rows():

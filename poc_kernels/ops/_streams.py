@@ -83,3 +83,40 @@ def cast_out(x, OUT_DTYPE: tl.constexpr):
 def sign_flip(seed, index):
     # SPEC §4: +1 when U > 0.5, else -1 (exactly 0.5 gives -1).
     return tl.where(uniform(seed, index) > 0.5, 1.0, -1.0)
+
+
+@triton.jit
+def _stream_probe_kernel(seed_ptr, index_ptr, hash_ptr, uniform_ptr, sign_ptr, cos_ptr, sin_ptr, n, p,
+                         BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    seed = tl.load(seed_ptr).to(tl.uint32)
+    j = tl.load(index_ptr + offs, mask=m, other=0).to(tl.uint32)
+    tl.store(hash_ptr + offs, hash32(j, seed).to(tl.int64), mask=m)
+    tl.store(uniform_ptr + offs, uniform(seed, j), mask=m)
+    tl.store(sign_ptr + offs, sign_flip(seed, j), mask=m)
+    c, s = normal_pair(seed, j, p.to(tl.uint32))
+    tl.store(cos_ptr + offs, c, mask=m)
+    tl.store(sin_ptr + offs, s, mask=m)
+
+
+def stream_values(seed: int, index, p: int) -> dict:
+    """Return the device functions' values at stream positions ``index`` (int64 tensor) for ``seed``.
+
+    ``{"hash": int64, "uniform", "sign", "cos", "sin": float32}``, where
+    ``cos``/``sin`` are Box-Muller pair ``index`` of a stream with ``p`` pairs.
+    The kernels' own view of the contract's streams, for checking them.
+    """
+    import torch
+
+    device = index.device
+    n = index.numel()
+    out = {"hash": torch.empty(n, dtype=torch.int64, device=device)}
+    for name in ("uniform", "sign", "cos", "sin"):
+        out[name] = torch.empty(n, dtype=torch.float32, device=device)
+    if n:
+        _stream_probe_kernel[(triton.cdiv(n, 1024),)](
+            torch.tensor([seed], dtype=torch.int64, device=device), index.contiguous(), out["hash"],
+            out["uniform"], out["sign"], out["cos"], out["sin"], n, p, BLOCK=1024,
+        )
+    return out

@@ -110,7 +110,29 @@ def generate_inputs(
     return out
 
 
+HOOK_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
 def apply_layer_hook_(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Apply the layer-hook transform (SPEC §7) to ``x`` ``[T, H]`` in place; return ``x``."""
-    torch.ops.poc_kernels.triton_layer_hook_(x, v)
+    """Apply the layer-hook transform (SPEC §7) to ``x`` ``[..., H]`` in place; return ``x``.
+
+    ``x`` is fp16, bf16 or fp32 with contiguous rows; ``v`` is the layer's unit
+    vector ``[H]`` on the same device. Only host-side checks, no synchronization:
+    safe to call while a CUDA graph is being captured.
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype not in HOOK_DTYPES:
+        raise TypeError(f"x must be a float16, bfloat16 or float32 tensor, got {getattr(x, 'dtype', type(x))}")
+    if x.dim() < 1 or x.shape[-1] < 1:
+        raise ValueError(f"x must be [..., hidden] with hidden >= 1, got shape {tuple(x.shape)}")
+    h = x.shape[-1]
+    if not isinstance(v, torch.Tensor) or v.shape != (h,) or not v.dtype.is_floating_point:
+        raise ValueError(f"v must be a float tensor of shape ({h},), got {getattr(v, 'shape', type(v))}")
+    if v.device != x.device:
+        raise ValueError(f"v is on {v.device} but x is on {x.device}")
+    # [T, H] rows with stride 1 along H (any row stride), or a contiguous tensor of any rank
+    if (x.dim() == 2 and x.stride(1) != 1 and h > 1) or (x.dim() != 2 and not x.is_contiguous()):
+        raise ValueError("x must have contiguous rows (stride 1 along hidden)")
+    rows = x if x.dim() == 2 else x.view(-1, h)
+    config_for(x.device)
+    torch.ops.poc_kernels.triton_layer_hook_(rows, v.to(torch.float32).contiguous())
     return x
