@@ -82,7 +82,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for r in rows:
         ratio = f"{r['vs_per_nonce']:.1f}x" if r["vs_per_nonce"] else "-"
         tr.write_line(
-            f"{r['H']:>6} {r['B']:>5} {r['impl']:<28} {r['median_s'] * 1e3:>10.2f} {r['nonces_per_s']:>11.1f} {ratio:>12}"
+            f"{r['H']:>6} {r['B']:>5} {r['impl']:<28} {r['median_s'] * 1e3:>10.2f} "
+            f"{r['nonces_per_s']:>11.1f} {ratio:>12}"
         )
     if seeds:
         # seed derivation as a share of the fastest distance computation at H=1024 in this run

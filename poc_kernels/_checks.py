@@ -37,32 +37,39 @@ def check_bool(value, name: str) -> bool:
     return value
 
 
-def check_nonces(nonces: NoncesLike, name: str = "nonces") -> list[int]:
-    """Return ``nonces`` as a list of Python ints in [0, 2**32)."""
+def check_nonces(nonces: NoncesLike, name: str = "nonces") -> torch.Tensor:
+    """Return ``nonces`` as an int64 CPU tensor ``[B]`` of values in [0, 2**32).
+
+    Integer tensors and arrays are checked and converted without a Python loop
+    over nonces; sequences of Python ints take one C-level conversion. Anything
+    else gets an error naming the offending element.
+    """
     if isinstance(nonces, torch.Tensor):
         if nonces.dtype.is_floating_point or nonces.dtype.is_complex or nonces.dtype == torch.bool:
             raise TypeError(f"{name} must be ints or an integer tensor, got a tensor of dtype {nonces.dtype}")
         if nonces.dim() != 1:
             raise ValueError(f"{name} must be a 1-D integer tensor, got shape {tuple(nonces.shape)}")
-        values = nonces.detach().to("cpu", torch.int64)
-        if values.numel():
-            lo, hi = int(values.min()), int(values.max())
-            if lo < 0 or hi > MAX_NONCE:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"{name} must lie in [0, 2**32), got {bad}")
-        return values.tolist()
+        if nonces.dtype == torch.uint64 and nonces.numel() and int(nonces.max()) > MAX_NONCE:
+            raise ValueError(f"{name} must lie in [0, 2**32), got {int(nonces.max())}")
+        return _check_range(nonces.detach().to("cpu", torch.int64), name)
     if isinstance(nonces, np.ndarray):
         if nonces.dtype.kind not in "iu":
             raise TypeError(f"{name} must be ints or an integer array, got an array of dtype {nonces.dtype}")
         if nonces.ndim != 1:
             raise ValueError(f"{name} must be a 1-D integer array, got shape {nonces.shape}")
-        values = nonces.tolist()
-        if values and (min(values) < 0 or max(values) > MAX_NONCE):
-            bad = min(values) if min(values) < 0 else max(values)
+        if nonces.size and (nonces.min() < 0 or nonces.max() > MAX_NONCE):
+            bad = nonces.min() if nonces.min() < 0 else nonces.max()
             raise ValueError(f"{name} must lie in [0, 2**32), got {bad}")
-        return values
+        return torch.from_numpy(nonces.astype(np.int64))
     if isinstance(nonces, (str, bytes)) or not hasattr(nonces, "__iter__"):
         raise TypeError(f"{name} must be a sequence of ints or an integer tensor, got {type(nonces).__name__}")
+    if not isinstance(nonces, (list, tuple)):
+        nonces = list(nonces)
+    if set(map(type, nonces)) <= {int}:
+        try:
+            return _check_range(torch.tensor(nonces, dtype=torch.int64).reshape(-1), name, nonces)
+        except RuntimeError:  # beyond int64: find it below
+            pass
     out = []
     for i, n in enumerate(nonces):
         if isinstance(n, bool):
@@ -74,7 +81,19 @@ def check_nonces(nonces: NoncesLike, name: str = "nonces") -> list[int]:
         if not 0 <= n <= MAX_NONCE:
             raise ValueError(f"{name}[{i}] = {n} is outside [0, 2**32)")
         out.append(n)
-    return out
+    return torch.tensor(out, dtype=torch.int64).reshape(-1)
+
+
+def _check_range(values: torch.Tensor, name: str, seq=None) -> torch.Tensor:
+    if values.numel():
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi > MAX_NONCE:
+            bad = lo if lo < 0 else hi
+            if seq is not None:
+                i = int((values == bad).nonzero()[0])
+                raise ValueError(f"{name}[{i}] = {bad} is outside [0, 2**32)")
+            raise ValueError(f"{name} must lie in [0, 2**32), got {bad}")
+    return values
 
 
 def check_last_hidden(last_hidden, name: str = "last_hidden") -> torch.Tensor:
@@ -99,7 +118,7 @@ def check_lm_head(value) -> str:
 
 
 def check_distance_args(last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections):
-    """Validate ``compute_distances`` arguments; return ``(last_hidden, nonce_list)``."""
+    """Validate ``compute_distances`` arguments; return ``(last_hidden, nonces)`` (int64 CPU tensor)."""
     last_hidden = check_last_hidden(last_hidden)
     check_str(block_hash, "block_hash")
     check_str(public_key, "public_key")
@@ -115,7 +134,7 @@ def check_distance_args(last_hidden, block_hash, public_key, nonces, sign_flips,
 
 
 def check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out):
-    """Validate ``generate_inputs`` arguments; return ``(nonce_list, dtype, device)``."""
+    """Validate ``generate_inputs`` arguments; return ``(nonces, dtype, device)`` (nonces: int64 CPU tensor)."""
     check_str(block_hash, "block_hash")
     check_str(public_key, "public_key")
     nonce_list = check_nonces(nonces)

@@ -12,7 +12,15 @@ from . import _custom_ops, reference
 from ._checks import NoncesLike, check_distance_args, check_input_args, check_lm_head
 from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
 
-__all__ = ["BACKENDS", "Backend", "auto_backend", "available_backends", "compute_distances", "generate_inputs", "register_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "auto_backend",
+    "available_backends",
+    "compute_distances",
+    "generate_inputs",
+    "register_backend",
+]
 
 #: Every backend name the API knows, in the order ``"auto"`` prefers them.
 BACKENDS = ("triton", "cpp", "reference")
@@ -55,8 +63,12 @@ def _without_lm_head(impl):
 
 
 register_backend(
-    Backend("reference", _without_lm_head(reference._compute_distances), reference._generate_inputs,
-            supports=lambda device: True)
+    Backend(
+        "reference",
+        _without_lm_head(reference._compute_distances),
+        reference._generate_inputs,
+        supports=lambda device: True,
+    )
 )
 
 
@@ -84,8 +96,13 @@ if importlib.util.find_spec("triton") is not None:
     # Imported on first use. Under TRITON_INTERPRET=1 it also accepts CPU tensors
     # (that is how CPU CI tests it), but "auto" picks it only on CUDA.
     register_backend(
-        Backend("triton", _triton_distances, _triton_inputs, supports=_triton_supports,
-                preferred=lambda device: device.type == "cuda" and _triton_supports(device))
+        Backend(
+            "triton",
+            _triton_distances,
+            _triton_inputs,
+            supports=_triton_supports,
+            preferred=lambda device: device.type == "cuda" and _triton_supports(device),
+        )
     )
 
 
@@ -93,8 +110,12 @@ if _custom_ops.HAS_EXT:
     from . import cpp_backend
 
     register_backend(
-        Backend("cpp", _without_lm_head(cpp_backend.compute_distances), cpp_backend.generate_inputs,
-                supports=lambda d: d.type == "cpu")
+        Backend(
+            "cpp",
+            _without_lm_head(cpp_backend.compute_distances),
+            cpp_backend.generate_inputs,
+            supports=lambda d: d.type == "cpu",
+        )
     )
 
 

@@ -18,7 +18,7 @@ with other math libraries to about one float32 ulp.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -64,7 +64,7 @@ def compute_distances(
     last_hidden: torch.Tensor,
     block_hash: str,
     public_key: str,
-    nonce_list: Sequence[int],
+    nonce_list: torch.Tensor,  # int64 [B], validated
     use_signs: bool,
     output_dim: int,
     num_reflections: int,
@@ -74,7 +74,7 @@ def compute_distances(
     if b == 0:
         return torch.empty(0, dtype=torch.float32)
     w, t = projection(block_hash, hidden, output_dim)
-    nonces = torch.tensor(nonce_list, dtype=torch.int64)
+    nonces = torch.as_tensor(nonce_list, dtype=torch.int64)
     _, signs, refl = ops.derive_seeds(block_hash, public_key, nonces, num_reflections, False, True)
     return ops.compute_distances(last_hidden.to(torch.float32), w, t, signs if use_signs else None, refl)
 
@@ -82,7 +82,7 @@ def compute_distances(
 def generate_inputs(
     block_hash: str,
     public_key: str,
-    nonce_list: Sequence[int],
+    nonce_list: torch.Tensor,  # int64 [B], validated
     seq_len: int,
     hidden_size: int,
     dtype: torch.dtype,
@@ -95,7 +95,7 @@ def generate_inputs(
         out = torch.empty(b, seq_len, hidden_size, dtype=dtype, device=device)
     if b == 0:
         return out
-    seeds = ops.derive_seeds(block_hash, public_key, torch.tensor(nonce_list, dtype=torch.int64), 0, True, False)[0]
+    seeds = ops.derive_seeds(block_hash, public_key, torch.as_tensor(nonce_list, dtype=torch.int64), 0, True, False)[0]
     rows = _row_view(out, b, n)
     if rows is not None and out.dtype in _NATIVE_DTYPES:
         ops.normal_(rows, seeds)

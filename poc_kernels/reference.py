@@ -31,7 +31,7 @@ a nonce is never valid.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 
@@ -134,7 +134,10 @@ def _projection(block_hash: str, hidden_size: int, output_dim: int, device: torc
     """Return the cached ``(W float64 [D, H], t float64 [D])`` of a block hash on ``device``."""
     return _CACHE.get(
         (block_hash, hidden_size, output_dim, str(device)),
-        lambda: (lm_head(block_hash, hidden_size, output_dim, device=device).double(), target(block_hash, output_dim, device=device)),
+        lambda: (
+            lm_head(block_hash, hidden_size, output_dim, device=device).double(),
+            target(block_hash, output_dim, device=device),
+        ),
     )
 
 
@@ -202,7 +205,7 @@ def _compute_distances(
     last_hidden: torch.Tensor,
     block_hash: str,
     public_key: str,
-    nonce_list: Sequence[int],
+    nonce_list: torch.Tensor,  # int64 [B], validated
     use_signs: bool,
     output_dim: int,
     num_reflections: int,
@@ -253,7 +256,7 @@ def compute_distances_per_nonce(
     w, t = _literal_projection(block_hash, hidden, output_dim, device)
     out = torch.empty(len(nonce_list), dtype=torch.float32, device=device)
     prefix = f"{block_hash}_{public_key}_nonce_"
-    for b, nonce in enumerate(nonce_list):
+    for b, nonce in enumerate(nonce_list.tolist()):
         x = last_hidden[b].float()
         if sign_flips:
             u = _literal_uniform(rng.seed_from_string(f"{prefix}{nonce}_signs"), hidden, device)

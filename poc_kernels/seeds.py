@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 
@@ -86,7 +86,7 @@ def _seed(state: "hashlib._Hash", tail: bytes) -> int:
 def derive_nonce_seeds(
     block_hash: str,
     public_key: str,
-    nonces: Sequence[int],
+    nonces: Union[Sequence[int], torch.Tensor],
     num_reflections: int = 8,
     *,
     need_input: bool = True,
@@ -114,13 +114,15 @@ def derive_nonce_seeds(
 def derive_nonce_seeds_hashlib(
     block_hash: str,
     public_key: str,
-    nonces: Sequence[int],
+    nonces: Union[Sequence[int], torch.Tensor],
     num_reflections: int = 8,
     *,
     need_input: bool = True,
     need_post: bool = True,
 ) -> NonceSeeds:
     """Return the same seeds as :func:`derive_nonce_seeds`, always with :mod:`hashlib` (a Python loop over nonces)."""
+    if isinstance(nonces, torch.Tensor):
+        nonces = nonces.tolist()
     prefix = hashlib.sha256(f"{block_hash}_{public_key}_nonce".encode("utf-8"))
     b = len(nonces)
     inputs = [0] * b if need_input else []

@@ -17,8 +17,12 @@ def _cd(**kw):
         args.update(kw)
         backend = args.pop("backend", default_backend)
         return poc_kernels.compute_distances(
-            args.pop("last_hidden"), args.pop("block_hash"), args.pop("public_key"), args.pop("nonces"),
-            backend=backend, **args,
+            args.pop("last_hidden"),
+            args.pop("block_hash"),
+            args.pop("public_key"),
+            args.pop("nonces"),
+            backend=backend,
+            **args,
         )
 
     return call
@@ -29,7 +33,12 @@ DISTANCE_CASES = [
     ("rank 3", _cd(last_hidden=torch.randn(2, 3, 16)), ValueError, r"last_hidden must be 2-D .* \(2, 3, 16\)"),
     ("zero hidden", _cd(last_hidden=torch.randn(2, 0)), ValueError, "last_hidden"),
     ("not a tensor", _cd(last_hidden=[[1.0, 2.0]]), TypeError, "last_hidden must be a torch.Tensor"),
-    ("integer hidden", _cd(last_hidden=torch.ones(2, 16, dtype=torch.int32)), TypeError, "last_hidden must have a floating dtype"),
+    (
+        "integer hidden",
+        _cd(last_hidden=torch.ones(2, 16, dtype=torch.int32)),
+        TypeError,
+        "last_hidden must have a floating dtype",
+    ),
     ("bool hidden", _cd(last_hidden=torch.ones(2, 16, dtype=torch.bool)), TypeError, "last_hidden"),
     ("too few nonces", _cd(nonces=[1]), ValueError, r"len\(nonces\) = 1 does not match last_hidden batch size 2"),
     ("too many nonces", _cd(nonces=[1, 2, 3]), ValueError, r"len\(nonces\) = 3"),
@@ -39,7 +48,12 @@ DISTANCE_CASES = [
     ("negative tensor nonce", _cd(nonces=torch.tensor([-5, 1])), ValueError, "nonces must lie in .* -5"),
     ("float nonce", _cd(nonces=[1, 2.0]), TypeError, r"nonces\[1\] must be an int"),
     ("bool nonce", _cd(nonces=[True, 2]), TypeError, r"nonces\[0\]"),
-    ("float tensor nonces", _cd(nonces=torch.tensor([1.0, 2.0])), TypeError, "nonces must be ints or an integer tensor"),
+    (
+        "float tensor nonces",
+        _cd(nonces=torch.tensor([1.0, 2.0])),
+        TypeError,
+        "nonces must be ints or an integer tensor",
+    ),
     ("2-D tensor nonces", _cd(nonces=torch.tensor([[1, 2]])), ValueError, "nonces must be a 1-D"),
     ("float array nonces", _cd(nonces=np.array([1.0, 2.0])), TypeError, "nonces must be ints or an integer array"),
     ("2-D array nonces", _cd(nonces=np.array([[1, 2]])), ValueError, "nonces must be a 1-D integer array"),

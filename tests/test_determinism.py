@@ -161,7 +161,10 @@ def test_reference_matches_float64_formula():
     t = rng.normal(target_seed("blk"), 8192).double()
     t = t / t.norm()
     for i, n in enumerate(nonces):
-        v = x[i].double() * torch.where(rng.uniform(rng.seed_from_string(f"blk_key_nonce_{n}_signs"), 48) > 0.5, 1.0, -1.0).double()
+        v = (
+            x[i].double()
+            * torch.where(rng.uniform(rng.seed_from_string(f"blk_key_nonce_{n}_signs"), 48) > 0.5, 1.0, -1.0).double()
+        )
         for r in range(8):
             u = rng.normal(rng.seed_from_string(f"blk_key_nonce_{n}_hidden_r{r}"), 48).double()
             u = u / u.norm()

@@ -33,7 +33,9 @@ def test_layer_transform_matches_float64_formula(dtype, hidden):
     # |y| <= 1, so half an ulp at magnitude 1 bounds the rounding error
     assert (y.double() - expect).abs().max().item() <= HALF_ULP[dtype]
     # reflection of a unit vector keeps it unit
-    assert torch.allclose(y.double().norm(dim=-1), torch.ones(7, dtype=torch.float64), atol=hidden**0.5 * HALF_ULP[dtype] * 2)
+    assert torch.allclose(
+        y.double().norm(dim=-1), torch.ones(7, dtype=torch.float64), atol=hidden**0.5 * HALF_ULP[dtype] * 2
+    )
 
 
 def test_layer_transform_keeps_leading_dims_and_zero_rows():

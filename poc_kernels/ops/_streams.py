@@ -86,8 +86,9 @@ def sign_flip(seed, index):
 
 
 @triton.jit
-def _stream_probe_kernel(seed_ptr, index_ptr, hash_ptr, uniform_ptr, sign_ptr, cos_ptr, sin_ptr, n, p,
-                         BLOCK: tl.constexpr):
+def _stream_probe_kernel(
+    seed_ptr, index_ptr, hash_ptr, uniform_ptr, sign_ptr, cos_ptr, sin_ptr, n, p, BLOCK: tl.constexpr
+):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     seed = tl.load(seed_ptr).to(tl.uint32)
@@ -116,7 +117,15 @@ def stream_values(seed: int, index, p: int) -> dict:
         out[name] = torch.empty(n, dtype=torch.float32, device=device)
     if n:
         _stream_probe_kernel[(triton.cdiv(n, 1024),)](
-            torch.tensor([seed], dtype=torch.int64, device=device), index.contiguous(), out["hash"],
-            out["uniform"], out["sign"], out["cos"], out["sin"], n, p, BLOCK=1024,
+            torch.tensor([seed], dtype=torch.int64, device=device),
+            index.contiguous(),
+            out["hash"],
+            out["uniform"],
+            out["sign"],
+            out["cos"],
+            out["sin"],
+            n,
+            p,
+            BLOCK=1024,
         )
     return out

@@ -7,7 +7,7 @@ ops of ``custom_ops``. Arguments arrive validated from ``poc_kernels.api``.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -63,7 +63,7 @@ def compute_distances(
     last_hidden: torch.Tensor,
     block_hash: str,
     public_key: str,
-    nonce_list: Sequence[int],
+    nonce_list: torch.Tensor,  # int64 [B], validated
     use_signs: bool,
     output_dim: int,
     num_reflections: int,
@@ -94,7 +94,7 @@ def compute_distances(
 def generate_inputs(
     block_hash: str,
     public_key: str,
-    nonce_list: Sequence[int],
+    nonce_list: torch.Tensor,  # int64 [B], validated
     seq_len: int,
     hidden_size: int,
     dtype: torch.dtype,

@@ -61,45 +61,111 @@ def shipped_variants(cfg: Config) -> List[Variant]:
     out: List[Variant] = []
     for dname, ptr in DTYPES.items():
         for use_signs in (True, False):
-            out.append(Variant(
-                "_prep_kernel", cfg.name, f"h={dname} signs={use_signs} R=8 block_p={cfg.prep_block_p}",
-                {"h_ptr": ptr, "stride_hb": "i32", "stride_hh": "i32", "sign_seed_ptr": "*i64", "refl_seed_ptr": "*i64",
-                 "x_ptr": "*fp32", "B": "i32", "H": "i32", "P": "i32",
-                 "USE_SIGNS": "constexpr", "NUM_R": "constexpr", "ROWS": "constexpr", "BLOCK_P": "constexpr"},
-                {"USE_SIGNS": use_signs, "NUM_R": 8, "ROWS": cfg.prep_rows, "BLOCK_P": cfg.prep_block_p},
-                {"num_warps": cfg.prep_warps, "enable_fp_fusion": True},
-            ))
+            out.append(
+                Variant(
+                    "_prep_kernel",
+                    cfg.name,
+                    f"h={dname} signs={use_signs} R=8 block_p={cfg.prep_block_p}",
+                    {
+                        "h_ptr": ptr,
+                        "stride_hb": "i32",
+                        "stride_hh": "i32",
+                        "sign_seed_ptr": "*i64",
+                        "refl_seed_ptr": "*i64",
+                        "x_ptr": "*fp32",
+                        "B": "i32",
+                        "H": "i32",
+                        "P": "i32",
+                        "USE_SIGNS": "constexpr",
+                        "NUM_R": "constexpr",
+                        "ROWS": "constexpr",
+                        "BLOCK_P": "constexpr",
+                    },
+                    {"USE_SIGNS": use_signs, "NUM_R": 8, "ROWS": cfg.prep_rows, "BLOCK_P": cfg.prep_block_p},
+                    {"num_warps": cfg.prep_warps, "enable_fp_fusion": True},
+                )
+            )
     for cached in (False, True):
         for paired in (True, False):
-            out.append(Variant(
-                "_project_kernel", cfg.name,
-                f"{'cached' if cached else 'on_the_fly'} {'paired' if paired else 'odd-D'} "
-                f"{cfg.block_b}x{cfg.block_n}x{cfg.block_k} {cfg.precision}",
-                {"x_ptr": "*fp32", "w_ptr": "*fp32", "t_ptr": "*fp32", "part_ptr": "*fp32", "seed_ptr": "*i64",
-                 "B": "i32", "H": "i32", "D": "i32", "HALF": "i32", "P": "i32",
-                 "CACHED": "constexpr", "PAIRED": "constexpr", "BLOCK_B": "constexpr", "BLOCK_N": "constexpr",
-                 "BLOCK_K": "constexpr", "PRECISION": "constexpr", "BROADCAST_DOT": "constexpr"},
-                {"CACHED": cached, "PAIRED": paired, "BLOCK_B": cfg.block_b, "BLOCK_N": cfg.block_n,
-                 "BLOCK_K": cfg.block_k, "PRECISION": cfg.precision, "BROADCAST_DOT": cfg.broadcast_dot},
-                {"num_warps": cfg.proj_warps, "num_stages": cfg.proj_stages, "enable_fp_fusion": True},
-            ))
-    out.append(Variant(
-        "_finalize_kernel", cfg.name, f"block={cfg.finalize_block}",
-        {"part_ptr": "*fp32", "out_ptr": "*fp32", "B": "i32", "T": "i32", "tt": "fp32", "BLOCK": "constexpr"},
-        {"BLOCK": cfg.finalize_block}, {"num_warps": 4, "enable_fp_fusion": True},
-    ))
+            out.append(
+                Variant(
+                    "_project_kernel",
+                    cfg.name,
+                    f"{'cached' if cached else 'on_the_fly'} {'paired' if paired else 'odd-D'} "
+                    f"{cfg.block_b}x{cfg.block_n}x{cfg.block_k} {cfg.precision}",
+                    {
+                        "x_ptr": "*fp32",
+                        "w_ptr": "*fp32",
+                        "t_ptr": "*fp32",
+                        "part_ptr": "*fp32",
+                        "seed_ptr": "*i64",
+                        "B": "i32",
+                        "H": "i32",
+                        "D": "i32",
+                        "HALF": "i32",
+                        "P": "i32",
+                        "CACHED": "constexpr",
+                        "PAIRED": "constexpr",
+                        "BLOCK_B": "constexpr",
+                        "BLOCK_N": "constexpr",
+                        "BLOCK_K": "constexpr",
+                        "PRECISION": "constexpr",
+                        "BROADCAST_DOT": "constexpr",
+                    },
+                    {
+                        "CACHED": cached,
+                        "PAIRED": paired,
+                        "BLOCK_B": cfg.block_b,
+                        "BLOCK_N": cfg.block_n,
+                        "BLOCK_K": cfg.block_k,
+                        "PRECISION": cfg.precision,
+                        "BROADCAST_DOT": cfg.broadcast_dot,
+                    },
+                    {"num_warps": cfg.proj_warps, "num_stages": cfg.proj_stages, "enable_fp_fusion": True},
+                )
+            )
+    out.append(
+        Variant(
+            "_finalize_kernel",
+            cfg.name,
+            f"block={cfg.finalize_block}",
+            {"part_ptr": "*fp32", "out_ptr": "*fp32", "B": "i32", "T": "i32", "tt": "fp32", "BLOCK": "constexpr"},
+            {"BLOCK": cfg.finalize_block},
+            {"num_warps": 4, "enable_fp_fusion": True},
+        )
+    )
     for dname, ptr in DTYPES.items():
-        out.append(Variant(
-            "_normal_rows_kernel", cfg.name, f"out={dname} block={cfg.rows_block}",
-            {"seed_ptr": "*i64", "out_ptr": ptr, "n": "i64", "P": "i64", "H": "i32", "stride_b": "i64",
-             "stride_s": "i64", "stride_h": "i64", "scale": "fp32", "BLOCK": "constexpr"},
-            {"BLOCK": cfg.rows_block}, {"num_warps": cfg.rows_warps, "enable_fp_fusion": True},
-        ))
-        out.append(Variant(
-            "_layer_hook_kernel", cfg.name, f"x={dname} block={cfg.hook_block}",
-            {"x_ptr": ptr, "v_ptr": "*fp32", "H": "i32", "stride_t": "i64", "eps": "fp32", "BLOCK_H": "constexpr"},
-            {"BLOCK_H": cfg.hook_block}, {"num_warps": cfg.hook_warps, "enable_fp_fusion": False},
-        ))
+        out.append(
+            Variant(
+                "_normal_rows_kernel",
+                cfg.name,
+                f"out={dname} block={cfg.rows_block}",
+                {
+                    "seed_ptr": "*i64",
+                    "out_ptr": ptr,
+                    "n": "i64",
+                    "P": "i64",
+                    "H": "i32",
+                    "stride_b": "i64",
+                    "stride_s": "i64",
+                    "stride_h": "i64",
+                    "scale": "fp32",
+                    "BLOCK": "constexpr",
+                },
+                {"BLOCK": cfg.rows_block},
+                {"num_warps": cfg.rows_warps, "enable_fp_fusion": True},
+            )
+        )
+        out.append(
+            Variant(
+                "_layer_hook_kernel",
+                cfg.name,
+                f"x={dname} block={cfg.hook_block}",
+                {"x_ptr": ptr, "v_ptr": "*fp32", "H": "i32", "stride_t": "i64", "eps": "fp32", "BLOCK_H": "constexpr"},
+                {"BLOCK_H": cfg.hook_block},
+                {"num_warps": cfg.hook_warps, "enable_fp_fusion": False},
+            )
+        )
     return out
 
 
@@ -144,20 +210,34 @@ def compile_variant(variant: Variant, arch: int) -> Report:
 
         fmad = [] if variant.options.get("enable_fp_fusion", True) else ["--fmad=false"]
         log = subprocess.run(
-            [get_ptxas(arch).path, "-v", "--regAllocOptLevel=2", *fmad, f"--gpu-name={target}", ptx_path,
-             "-o", os.path.join(tmp, "v.cubin")],
-            capture_output=True, text=True,
+            [
+                get_ptxas(arch).path,
+                "-v",
+                "--regAllocOptLevel=2",
+                *fmad,
+                f"--gpu-name={target}",
+                ptx_path,
+                "-o",
+                os.path.join(tmp, "v.cubin"),
+            ],
+            capture_output=True,
+            text=True,
         )
         for key, rx in _PTXAS_RE.items():
             m = rx.search(log.stderr)
             setattr(report, key, int(m.group(1)) if m else 0)
         with open(cubin_path, "wb") as f:
             f.write(compiled.asm["cubin"])
-        res = subprocess.run([os.path.join(bindir, "cuobjdump"), "-res-usage", cubin_path], capture_output=True, text=True)
+        res = subprocess.run(
+            [os.path.join(bindir, "cuobjdump"), "-res-usage", cubin_path], capture_output=True, text=True
+        )
         m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", res.stdout)
         if m:
-            report.extra = {"cuobjdump_reg": int(m.group(1)), "cuobjdump_stack": int(m.group(2)),
-                            "cuobjdump_local": int(m.group(4))}
+            report.extra = {
+                "cuobjdump_reg": int(m.group(1)),
+                "cuobjdump_stack": int(m.group(2)),
+                "cuobjdump_local": int(m.group(4)),
+            }
     report.shared = int(compiled.metadata.shared)
     report.ok = report.spill_stores == 0 and report.spill_loads == 0 and log.returncode == 0
     if log.returncode != 0:
@@ -182,14 +262,19 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in reports], indent=1))
     else:
-        print(f"{'kernel':<20} {'config':<12} {'arch':>4} {'regs':>5} {'spill st/ld':>12} {'stack':>6} {'smem':>7}  variant")
+        print(
+            f"{'kernel':<20} {'config':<12} {'arch':>4} {'regs':>5} {'spill st/ld':>12} {'stack':>6} "
+            f"{'smem':>7}  variant"
+        )
         for r in reports:
             if r.error and r.registers is None:
                 print(f"{r.kernel:<20} {r.config:<12} {r.arch:>4}  FAILED: {r.error}  [{r.label}]")
                 continue
             flag = "" if r.ok else "  <-- SPILLS" if (r.spill_stores or r.spill_loads) else f"  <-- {r.error}"
-            print(f"{r.kernel:<20} {r.config:<12} {r.arch:>4} {r.registers:>5} {r.spill_stores:>5}/{r.spill_loads:<6}"
-                  f" {r.stack:>6} {r.shared:>7}  {r.label}{flag}")
+            print(
+                f"{r.kernel:<20} {r.config:<12} {r.arch:>4} {r.registers:>5} {r.spill_stores:>5}/{r.spill_loads:<6}"
+                f" {r.stack:>6} {r.shared:>7}  {r.label}{flag}"
+            )
     bad = [r for r in reports if not r.ok]
     if bad:
         print(f"{len(bad)} of {len(reports)} variants spill or fail to compile", file=sys.stderr)

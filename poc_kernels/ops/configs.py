@@ -98,7 +98,8 @@ def config_for(device: torch.device) -> Config:
         major, minor = torch.cuda.get_device_capability(device)
         if major < 8:
             raise ValueError(
-                f"the Triton backend needs an NVIDIA GPU of compute capability 8.0 or newer, {device} has {major}.{minor}"
+                f"the Triton backend needs an NVIDIA GPU of compute capability 8.0 or newer, "
+                f"{device} has {major}.{minor}"
             )
         return CUDA_SM80
     if device.type == "cpu" and interpreter_enabled():

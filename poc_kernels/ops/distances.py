@@ -158,7 +158,7 @@ def _lm_head_tile(seed, o, kk, H, P, D, HALF, PAIRED: tl.constexpr):
     if PAIRED:
         # D even: row o < D/2 is the cosine of pair o*H + k, row o + D/2 its sine.
         m = (kk[:, None] < H) & (o[None, :] < HALF)
-        j = (o[None, :].to(tl.uint32) * H.to(tl.uint32) + kk[:, None].to(tl.uint32))
+        j = o[None, :].to(tl.uint32) * H.to(tl.uint32) + kk[:, None].to(tl.uint32)
         c, s = normal_pair(seed, j, P)
         return tl.where(m, 0.02 * c, 0.0), tl.where(m, 0.02 * s, 0.0)
     else:
@@ -264,16 +264,30 @@ def _finalize_kernel(part_ptr, out_ptr, B, T, tt, BLOCK: tl.constexpr):
 # ----------------------------------------------------------------------------- launchers
 
 
-def prep(last_hidden: torch.Tensor, sign_seeds: torch.Tensor, refl_seeds: torch.Tensor, use_signs: bool, cfg: Config) -> torch.Tensor:
+def prep(
+    last_hidden: torch.Tensor, sign_seeds: torch.Tensor, refl_seeds: torch.Tensor, use_signs: bool, cfg: Config
+) -> torch.Tensor:
     """Return the signed, reflected (unnormalized) hidden states as float32 ``[B, H]``."""
     b, h = last_hidden.shape
     x = torch.empty(b, h, dtype=torch.float32, device=last_hidden.device)
     num_r = refl_seeds.shape[1]
     p = (h + 1) // 2
     _prep_kernel[(triton.cdiv(b, cfg.prep_rows),)](
-        last_hidden, last_hidden.stride(0), last_hidden.stride(1), sign_seeds, refl_seeds, x, b, h, p,
-        USE_SIGNS=use_signs, NUM_R=num_r, ROWS=cfg.prep_rows, BLOCK_P=prep_block_p(p, cfg),
-        num_warps=cfg.prep_warps, enable_fp_fusion=True,
+        last_hidden,
+        last_hidden.stride(0),
+        last_hidden.stride(1),
+        sign_seeds,
+        refl_seeds,
+        x,
+        b,
+        h,
+        p,
+        USE_SIGNS=use_signs,
+        NUM_R=num_r,
+        ROWS=cfg.prep_rows,
+        BLOCK_P=prep_block_p(p, cfg),
+        num_warps=cfg.prep_warps,
+        enable_fp_fusion=True,
     )
     return x
 
@@ -290,18 +304,35 @@ def num_tiles(output_dim: int, cfg: Config) -> int:
     return triton.cdiv(output_dim, 2 * cfg.block_n)
 
 
-def project(x: torch.Tensor, target: torch.Tensor, w: Optional[torch.Tensor], seed: torch.Tensor, output_dim: int, cfg: Config) -> torch.Tensor:
+def project(
+    x: torch.Tensor, target: torch.Tensor, w: Optional[torch.Tensor], seed: torch.Tensor, output_dim: int, cfg: Config
+) -> torch.Tensor:
     """Return the per-tile partial sums ``(l·l, l·t)`` as float32 ``[B, T, 2]`` (``seed``: int64 ``[1]``)."""
     b, h = x.shape
     t = num_tiles(output_dim, cfg)
     part = torch.empty(b, t, 2, dtype=torch.float32, device=x.device)
     n = output_dim * h
     _project_kernel[(triton.cdiv(b, cfg.block_b), t)](
-        x, x if w is None else w, target, part, b, h, output_dim, output_dim // 2, (n + 1) // 2, seed,
-        CACHED=w is not None, PAIRED=output_dim % 2 == 0,
-        BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, PRECISION=cfg.precision,
+        x,
+        x if w is None else w,
+        target,
+        part,
+        b,
+        h,
+        output_dim,
+        output_dim // 2,
+        (n + 1) // 2,
+        seed,
+        CACHED=w is not None,
+        PAIRED=output_dim % 2 == 0,
+        BLOCK_B=cfg.block_b,
+        BLOCK_N=cfg.block_n,
+        BLOCK_K=cfg.block_k,
+        PRECISION=cfg.precision,
         BROADCAST_DOT=cfg.broadcast_dot,
-        num_warps=cfg.proj_warps, num_stages=cfg.proj_stages, enable_fp_fusion=True,
+        num_warps=cfg.proj_warps,
+        num_stages=cfg.proj_stages,
+        enable_fp_fusion=True,
     )
     return part
 

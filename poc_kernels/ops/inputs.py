@@ -66,8 +66,18 @@ def normal_rows(seeds: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> t
     p = (n + 1) // 2
     grid = (b, triton.cdiv(p, cfg.rows_block))
     _normal_rows_kernel[grid](
-        seeds, out, n, p, h, out.stride(0), out.stride(1), out.stride(2), scale,
-        BLOCK=cfg.rows_block, num_warps=cfg.rows_warps, enable_fp_fusion=True,
+        seeds,
+        out,
+        n,
+        p,
+        h,
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        scale,
+        BLOCK=cfg.rows_block,
+        num_warps=cfg.rows_warps,
+        enable_fp_fusion=True,
     )
     return out
 

@@ -57,6 +57,7 @@ def layer_hook_(x: torch.Tensor, v: torch.Tensor, eps: float = LAYER_HOOK_EPS) -
     if t == 0:
         return x
     cfg = config_for(x.device)
-    _layer_hook_kernel[(t,)](x, v, h, x.stride(0), eps, BLOCK_H=cfg.hook_block, num_warps=cfg.hook_warps,
-                             enable_fp_fusion=False)
+    _layer_hook_kernel[(t,)](
+        x, v, h, x.stride(0), eps, BLOCK_H=cfg.hook_block, num_warps=cfg.hook_warps, enable_fp_fusion=False
+    )
     return x
