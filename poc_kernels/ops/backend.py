@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .. import reference
+from .. import _custom_ops, reference
 from .._cache import LRUCache
 from ..seeds import derive_nonce_seeds, lm_head_seed
 from . import custom_ops  # noqa: F401  (registers torch.ops.poc_kernels.triton_*)
@@ -59,6 +59,30 @@ def clear_cache() -> None:
     _LM_HEADS.clear()
 
 
+def device_seeds(
+    block_hash: str,
+    public_key: str,
+    nonces: torch.Tensor,
+    num_reflections: int,
+    device: torch.device,
+    *,
+    need_input: bool,
+    need_post: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return the nonces' ``(input [B], signs [B], reflections [B, R])`` seeds on ``device``.
+
+    On a GPU with the extension's CUDA kernels the seeds are derived on the
+    device (SHA-256 per nonce in a kernel: only the nonces cross the bus);
+    otherwise on the host (the extension's batched C++ op, or hashlib) and copied.
+    """
+    if device.type == "cuda" and _custom_ops.HAS_CUDA_EXT:
+        return _custom_ops.derive_seeds(
+            block_hash, public_key, nonces.to(device), num_reflections, need_input, need_post
+        )
+    s = derive_nonce_seeds(block_hash, public_key, nonces, num_reflections, need_input=need_input, need_post=need_post)
+    return s.input.to(device), s.signs.to(device), s.reflections.to(device)
+
+
 def compute_distances(
     last_hidden: torch.Tensor,
     block_hash: str,
@@ -74,14 +98,16 @@ def compute_distances(
     b, hidden = last_hidden.shape
     if b == 0:
         return torch.empty(0, dtype=torch.float32, device=device)
-    seeds = derive_nonce_seeds(block_hash, public_key, nonce_list, num_reflections, need_input=False)
+    _, signs, refl = device_seeds(
+        block_hash, public_key, nonce_list, num_reflections, device, need_input=False, need_post=True
+    )
     t, tt, seed = round_constants(block_hash, output_dim, device)
     mode = resolve_lm_head(lm_head, device, b, hidden)
     w: Optional[torch.Tensor] = cached_lm_head(block_hash, hidden, output_dim, device) if mode == "cached" else None
     return torch.ops.poc_kernels.triton_distances(
         last_hidden,
-        seeds.signs.to(device),
-        seeds.reflections.to(device),
+        signs,
+        refl,
         t,
         w,
         seed,
@@ -105,7 +131,7 @@ def generate_inputs(
     if out is None:
         out = torch.empty(len(nonce_list), seq_len, hidden_size, dtype=dtype, device=device)
     if len(nonce_list):
-        seeds = derive_nonce_seeds(block_hash, public_key, nonce_list, need_post=False).input.to(device)
+        seeds, _, _ = device_seeds(block_hash, public_key, nonce_list, 0, device, need_input=True, need_post=False)
         torch.ops.poc_kernels.triton_generate_inputs_(seeds, out)
     return out
 

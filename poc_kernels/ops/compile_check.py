@@ -14,6 +14,7 @@ Exits with status 1 when a variant spills or fails to compile. Must run with
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -26,6 +27,8 @@ from typing import Dict, List, Optional
 from .configs import GPU_CONFIGS, Config, interpreter_enabled
 
 DTYPES = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}
+# seeds derived on the host arrive as int64, seeds derived on a GPU (the extension's CUDA op) as uint32
+SEED_TYPES = ("*i64", "*u32")
 
 
 @dataclass
@@ -59,32 +62,31 @@ def shipped_variants(cfg: Config) -> List[Variant]:
     from .distances import prep_block_p  # noqa: F401  (same module the launchers use)
 
     out: List[Variant] = []
-    for dname, ptr in DTYPES.items():
-        for use_signs in (True, False):
-            out.append(
-                Variant(
-                    "_prep_kernel",
-                    cfg.name,
-                    f"h={dname} signs={use_signs} R=8 block_p={cfg.prep_block_p}",
-                    {
-                        "h_ptr": ptr,
-                        "stride_hb": "i32",
-                        "stride_hh": "i32",
-                        "sign_seed_ptr": "*i64",
-                        "refl_seed_ptr": "*i64",
-                        "x_ptr": "*fp32",
-                        "B": "i32",
-                        "H": "i32",
-                        "P": "i32",
-                        "USE_SIGNS": "constexpr",
-                        "NUM_R": "constexpr",
-                        "ROWS": "constexpr",
-                        "BLOCK_P": "constexpr",
-                    },
-                    {"USE_SIGNS": use_signs, "NUM_R": 8, "ROWS": cfg.prep_rows, "BLOCK_P": cfg.prep_block_p},
-                    {"num_warps": cfg.prep_warps, "enable_fp_fusion": True},
-                )
+    for (dname, ptr), seeds, use_signs in itertools.product(DTYPES.items(), SEED_TYPES, (True, False)):
+        out.append(
+            Variant(
+                "_prep_kernel",
+                cfg.name,
+                f"h={dname} seeds={seeds[1:]} signs={use_signs} R=8 block_p={cfg.prep_block_p}",
+                {
+                    "h_ptr": ptr,
+                    "stride_hb": "i32",
+                    "stride_hh": "i32",
+                    "sign_seed_ptr": seeds,
+                    "refl_seed_ptr": seeds,
+                    "x_ptr": "*fp32",
+                    "B": "i32",
+                    "H": "i32",
+                    "P": "i32",
+                    "USE_SIGNS": "constexpr",
+                    "NUM_R": "constexpr",
+                    "ROWS": "constexpr",
+                    "BLOCK_P": "constexpr",
+                },
+                {"USE_SIGNS": use_signs, "NUM_R": 8, "ROWS": cfg.prep_rows, "BLOCK_P": cfg.prep_block_p},
+                {"num_warps": cfg.prep_warps, "enable_fp_fusion": True},
             )
+        )
     for cached in (False, True):
         for paired in (True, False):
             out.append(
@@ -134,14 +136,14 @@ def shipped_variants(cfg: Config) -> List[Variant]:
             {"num_warps": 4, "enable_fp_fusion": True},
         )
     )
-    for dname, ptr in DTYPES.items():
+    for (dname, ptr), seeds in itertools.product(DTYPES.items(), SEED_TYPES):
         out.append(
             Variant(
                 "_normal_rows_kernel",
                 cfg.name,
-                f"out={dname} block={cfg.rows_block}",
+                f"out={dname} seeds={seeds[1:]} block={cfg.rows_block}",
                 {
-                    "seed_ptr": "*i64",
+                    "seed_ptr": seeds,
                     "out_ptr": ptr,
                     "n": "i64",
                     "P": "i64",
@@ -156,6 +158,7 @@ def shipped_variants(cfg: Config) -> List[Variant]:
                 {"num_warps": cfg.rows_warps, "enable_fp_fusion": True},
             )
         )
+    for dname, ptr in DTYPES.items():
         out.append(
             Variant(
                 "_layer_hook_kernel",
