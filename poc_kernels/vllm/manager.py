@@ -1,0 +1,336 @@
+"""The PoC round manager of a node: round configuration, generation loop, validation, callbacks.
+
+States: ``IDLE`` (a round is configured, nothing runs), ``GENERATING`` (a
+background loop runs batches of this node's nonces and keeps the valid ones),
+``VALIDATING`` (submitted proof batches are recomputed and judged; ordinary
+inference runs beside it) and ``STOPPED`` (the round is over; a new one can be
+set up). Illegal transitions raise :class:`TransitionError`.
+
+Node ``node_id`` of ``node_count`` takes the nonces ``node_id + k * node_count``
+for ``k = 0, 1, 2, ...`` in batches of ``batch_size``. Valid batches (and
+validation verdicts) are POSTed to ``{callback_url}/generated`` (and
+``/validated``) by a background sender that retries with exponential backoff a
+bounded number of times and reports failures in the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections import deque
+from enum import Enum
+from typing import Any, Optional
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+
+from ..validation import ProofBatch, ValidatedBatch
+
+logger = logging.getLogger("poc_kernels.vllm")
+
+__all__ = ["CallbackSender", "PoCManager", "PoCState", "RoundConfig", "TransitionError"]
+
+
+class PoCState(str, Enum):
+    IDLE = "IDLE"
+    GENERATING = "GENERATING"
+    VALIDATING = "VALIDATING"
+    STOPPED = "STOPPED"
+
+
+class TransitionError(RuntimeError):
+    """A request that the round's current state does not allow (HTTP 409)."""
+
+
+class RoundConfig(BaseModel):
+    """The body of the ``/init`` routes, with the original PoC API's field names."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    block_hash: str = Field(min_length=1)
+    block_height: int = Field(ge=0)
+    public_key: str = Field(min_length=1)
+    r_target: float = Field(gt=0.0, le=2.0)
+    fraud_threshold: float = Field(default=0.01, gt=0.0, lt=1.0)
+    node_id: Optional[int] = Field(default=None, ge=0)
+    node_count: Optional[int] = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    seq_len: int = Field(default=256, ge=1)
+    callback_url: Optional[AnyHttpUrl] = None
+    use_sign_flips: bool = True
+    use_layer_hooks: bool = False
+
+    @model_validator(mode="after")
+    def _check_nodes(self):
+        if (self.node_id is None) != (self.node_count is None):
+            raise ValueError("node_id and node_count go together: give both or neither")
+        if self.node_id is not None and self.node_id >= self.node_count:
+            raise ValueError(f"node_id must be < node_count = {self.node_count}, got {self.node_id}")
+        return self
+
+    def callback(self, path: str) -> Optional[str]:
+        return None if self.callback_url is None else str(self.callback_url).rstrip("/") + path
+
+
+class CallbackSender:
+    """Delivers JSON payloads in the background: bounded retries with exponential backoff, failures recorded."""
+
+    def __init__(self, attempts: Optional[int] = None, backoff_s: Optional[float] = None, timeout_s: float = 5.0):
+        self.attempts = attempts or int(os.environ.get("POC_CALLBACK_ATTEMPTS", "5"))
+        self.backoff_s = backoff_s if backoff_s is not None else float(os.environ.get("POC_CALLBACK_BACKOFF_S", "0.5"))
+        self.timeout_s = timeout_s
+        self.delivered = 0
+        self.failed = 0
+        self.failures: deque = deque(maxlen=20)
+        self._pending: set = set()
+
+    def send(self, url: str, payload: dict) -> None:
+        """Queue one delivery (returns at once)."""
+        task = asyncio.get_running_loop().create_task(self._deliver(url, payload))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _deliver(self, url: str, payload: dict) -> None:
+        import httpx
+
+        error = ""
+        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    response = await client.post(url, json=payload)
+                    if response.status_code < 300:
+                        self.delivered += 1
+                        return
+                    error = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                if attempt < self.attempts:
+                    await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        self.failed += 1
+        self.failures.append({"url": url, "attempts": self.attempts, "error": error, "time": time.time()})
+        logger.warning("PoC callback to %s failed after %d attempts: %s", url, self.attempts, error)
+
+    def status(self) -> dict:
+        return {
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "pending": len(self._pending),
+            "failures": list(self.failures),
+        }
+
+    async def drain(self) -> None:
+        """Wait for the queued deliveries (tests and shutdown)."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+class PoCManager:
+    """One node's PoC rounds on an :class:`~poc_kernels.vllm.runner.AsyncPoCRunner`."""
+
+    def __init__(self, runner: Any, *, max_model_len: Optional[int] = None, callbacks: Optional[CallbackSender] = None):
+        self.runner = runner
+        self.max_model_len = max_model_len
+        self.callbacks = callbacks or CallbackSender()
+        self.state = PoCState.STOPPED
+        self.config: Optional[RoundConfig] = None
+        self._lock = asyncio.Lock()
+        self._task: Optional[asyncio.Task] = None
+        self._hooks_installed = False
+        self._reset_round()
+
+    # ------------------------------------------------------------------ round set-up and transitions
+
+    def _reset_round(self) -> None:
+        self.valid_nonces: list = []
+        self.valid_distances: list = []
+        self.total_checked = 0
+        self.total_valid = 0
+        self.validated_batches = 0
+        self.next_k = 0
+        self._elapsed = 0.0
+        self._started: Optional[float] = None
+        self.error: Optional[str] = None
+
+    async def init_round(self, config: RoundConfig, then: Optional[PoCState] = None) -> None:
+        """Set up a new round (stopping the current one), then optionally start generating or validating."""
+        if not isinstance(config, RoundConfig):
+            raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
+        if self.max_model_len is not None and config.seq_len + 1 > self.max_model_len:
+            raise ValueError(
+                f"seq_len = {config.seq_len} does not fit the engine's max_model_len = {self.max_model_len} "
+                "(a PoC request needs seq_len + 1 positions)"
+            )
+        if config.use_layer_hooks and not getattr(self.runner, "enforce_eager", False):
+            raise ValueError("use_layer_hooks needs an engine started with enforce_eager (--enforce-eager)")
+        if then is PoCState.GENERATING and config.node_id is None:
+            raise ValueError("generating needs node_id and node_count")
+        async with self._lock:
+            await self._stop_generation()
+            await self._set_hooks(None)
+            self.config = config
+            self._reset_round()
+            self.state = PoCState.IDLE
+            await self._set_hooks(config.block_hash if config.use_layer_hooks else None)
+        if then is PoCState.GENERATING:
+            await self.start_generating()
+        elif then is PoCState.VALIDATING:
+            await self.start_validating()
+
+    async def start_generating(self) -> None:
+        async with self._lock:
+            if self.config is None or self.state is PoCState.STOPPED:
+                raise TransitionError("no round is set up: POST /init first")
+            if self.state is PoCState.GENERATING:
+                raise TransitionError("the node is already generating")
+            if self.config.node_id is None:
+                raise TransitionError("this round has no node_id/node_count: set it up with them to generate")
+            self.state = PoCState.GENERATING
+            self._started = time.monotonic()
+            self._task = asyncio.get_running_loop().create_task(self._generate())
+
+    async def start_validating(self) -> None:
+        async with self._lock:
+            if self.config is None or self.state is PoCState.STOPPED:
+                raise TransitionError("no round is set up: POST /init first")
+            if self.state is PoCState.VALIDATING:
+                raise TransitionError("the node is already validating")
+            await self._stop_generation()
+            self.state = PoCState.VALIDATING
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self.state is PoCState.STOPPED:
+                raise TransitionError("no round is running")
+            await self._stop_generation()
+            await self._set_hooks(None)
+            self.state = PoCState.STOPPED
+
+    async def shutdown(self) -> None:
+        """Stop everything (server shutdown); never raises for the state."""
+        async with self._lock:
+            await self._stop_generation()
+            self.state = PoCState.STOPPED
+        await self.callbacks.drain()
+
+    async def _stop_generation(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if self._started is not None:
+            self._elapsed += time.monotonic() - self._started
+            self._started = None
+
+    async def _set_hooks(self, block_hash: Optional[str]) -> None:
+        if block_hash is None:
+            if self._hooks_installed:
+                await self.runner.clear_layer_hooks()
+                self._hooks_installed = False
+        else:
+            await self.runner.set_layer_hooks(block_hash)
+            self._hooks_installed = True
+
+    # ------------------------------------------------------------------ generation
+
+    def _next_nonces(self) -> list:
+        cfg = self.config
+        ks = range(self.next_k, self.next_k + cfg.batch_size)
+        self.next_k += cfg.batch_size
+        return [cfg.node_id + k * cfg.node_count for k in ks if cfg.node_id + k * cfg.node_count < 2**32]
+
+    async def _generate(self) -> None:
+        cfg = self.config
+        try:
+            while True:
+                nonces = self._next_nonces()
+                if not nonces:
+                    self.error = "this node's nonces are exhausted (2**32)"
+                    return
+                result = await self.runner.run(
+                    cfg.block_hash, cfg.public_key, nonces, seq_len=cfg.seq_len, sign_flips=cfg.use_sign_flips
+                )
+                d = result.distances.tolist()
+                valid = [(n, x) for n, x in zip(nonces, d) if x < cfg.r_target]
+                self.total_checked += len(nonces)
+                self.total_valid += len(valid)
+                self.valid_nonces.extend(n for n, _ in valid)
+                self.valid_distances.extend(x for _, x in valid)
+                url = cfg.callback("/generated")
+                if valid and url:
+                    batch = ProofBatch(
+                        public_key=cfg.public_key,
+                        block_hash=cfg.block_hash,
+                        block_height=cfg.block_height,
+                        nonces=[n for n, _ in valid],
+                        dist=[x for _, x in valid],
+                        node_id=cfg.node_id,
+                    )
+                    self.callbacks.send(url, {**batch.model_dump(mode="json"), "r_target": cfg.r_target})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the engine failed: report it, stop generating
+            logger.exception("PoC generation stopped")
+            self.error = f"{type(exc).__name__}: {exc}"
+            if self._started is not None:
+                self._elapsed += time.monotonic() - self._started
+                self._started = None
+            self.state = PoCState.IDLE
+
+    # ------------------------------------------------------------------ validation
+
+    async def validate(self, batch: ProofBatch) -> ValidatedBatch:
+        """Recompute the distances of ``batch`` and return the verdict (state VALIDATING only)."""
+        if not isinstance(batch, ProofBatch):
+            raise TypeError(f"batch must be a ProofBatch, got {type(batch).__name__}")
+        if self.state is not PoCState.VALIDATING:
+            raise TransitionError(f"validation needs the VALIDATING state, the node is {self.state.value}")
+        cfg = self.config
+        if batch.block_hash != cfg.block_hash:
+            raise ValueError(f"block_hash {batch.block_hash!r} of the batch is not this round's {cfg.block_hash!r}")
+        dist: list = []
+        for i in range(0, len(batch.nonces), cfg.batch_size):
+            chunk = batch.nonces[i : i + cfg.batch_size]
+            result = await self.runner.run(
+                cfg.block_hash, batch.public_key, chunk, seq_len=cfg.seq_len, sign_flips=cfg.use_sign_flips
+            )
+            dist.extend(result.distances.tolist())
+        if not all(math.isfinite(x) for x in dist):
+            raise RuntimeError("the model produced non-finite hidden states for some nonces")
+        verdict = ValidatedBatch.from_proof_batch(
+            batch, dist, r_target=cfg.r_target, fraud_threshold=cfg.fraud_threshold
+        )
+        self.validated_batches += 1
+        url = cfg.callback("/validated")
+        if url:
+            self.callbacks.send(url, verdict.model_dump(mode="json"))
+        return verdict
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict:
+        """Return the round's status in the original API's field names, plus statistics and callbacks."""
+        elapsed = self._elapsed + (time.monotonic() - self._started if self._started is not None else 0.0)
+        rate = self.total_checked / elapsed if elapsed > 0 else 0.0
+        cfg = self.config
+        return {
+            "state": self.state.value,
+            "valid_nonces": list(self.valid_nonces),
+            "valid_distances": list(self.valid_distances),
+            "total_checked": self.total_checked,
+            "total_valid": self.total_valid,
+            "elapsed_seconds": elapsed,
+            "rate_per_second": rate,
+            "nonces_per_minute": 60.0 * rate,
+            "valid_per_minute": 60.0 * self.total_valid / elapsed if elapsed > 0 else 0.0,
+            "validated_batches": self.validated_batches,
+            "block_hash": cfg.block_hash if cfg else None,
+            "block_height": cfg.block_height if cfg else None,
+            "r_target": cfg.r_target if cfg else None,
+            "error": self.error,
+            "callbacks": self.callbacks.status(),
+        }

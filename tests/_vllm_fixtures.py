@@ -1,0 +1,59 @@
+"""Real vLLM engines on a tiny random-initialized Qwen3, built from a config (no weights downloaded)."""
+
+import gc
+import os
+import shutil
+
+import torch
+
+TINY_QWEN3 = dict(
+    vocab_size=49152,  # SmolLM2's tokenizer, so chat works
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=32,  # vLLM's CPU attention needs head_dim >= 32
+    max_position_embeddings=512,
+    tie_word_embeddings=True,
+)
+
+
+def build_tiny_qwen3(path):
+    """Save a seeded random Qwen3 with SmolLM2's tokenizer at ``path``; return the transformers model."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from poc_kernels.vllm.models import smollm2_tokenizer_dir
+
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(dtype="float32", **TINY_QWEN3)).eval()
+    model.save_pretrained(path)
+    for f in smollm2_tokenizer_dir().iterdir():
+        shutil.copy(f, os.path.join(path, f.name))
+    return model
+
+
+def make_llm(path, **kwargs):
+    from vllm import LLM
+
+    from poc_kernels.vllm import WORKER_EXTENSION
+
+    args = dict(
+        model=str(path),
+        worker_extension_cls=WORKER_EXTENSION,
+        enable_prompt_embeds=True,
+        dtype="float32",
+        enforce_eager=True,
+        max_model_len=256,
+        max_num_seqs=8,
+        gpu_memory_utilization=0.3,
+        seed=0,
+    )
+    args.update(kwargs)
+    return LLM(**args)
+
+
+def shutdown(llm):
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
