@@ -15,7 +15,9 @@ the same final-norm hidden states:
 - ``full sign-flip pipeline``: PoC v2 as deployed (SPEC §5);
 
 and prints how concentrated the hidden states are (the share of the norm in
-the largest coordinate), which is what limits the randomization.
+the largest coordinate), which is what limits the randomization, and the full
+pipeline's distances split by the sign the per-nonce flips leave on that
+coordinate.
 
     python python/trained_structure.py --nonces 128
 """
@@ -31,8 +33,8 @@ import numpy as np
 import torch
 
 import poc_kernels
-from poc_kernels import distribution, rng
-from poc_kernels.seeds import target_seed
+from poc_kernels import distribution, reference, rng
+from poc_kernels.seeds import derive_nonce_seeds, target_seed
 
 from _common import default_dtype, make_engine, model_path, positive_int
 
@@ -99,6 +101,17 @@ def main(argv=None) -> int:
     top = h.abs().max(dim=1)
     share = (top.values / h.norm(dim=1)).numpy()
     dims, counts = np.unique(top.indices.numpy(), return_counts=True)
+    # The sign that the per-nonce flips leave on the dominant coordinate picks one of two directions
+    # for almost all of the vector, so the full pipeline's distances split by it.
+    k = int(dims[np.argmax(counts)])
+    flips = reference.sign_flips(derive_nonce_seeds(args.block_hash, args.public_key, nonces).signs, h.shape[1])
+    outlier_sign = (torch.sign(h[:, k]) * flips[:, k].double()).numpy()
+    split = {
+        label: {"nonces": int(mask.sum()), "mean": float(d_full[mask].mean()) if mask.any() else None,
+                "std": float(d_full[mask].std()) if mask.any() else None,
+                "valid_rate": float(np.mean(d_full[mask] < args.r_target)) if mask.any() else None}
+        for label, mask in (("+", outlier_sign > 0), ("-", outlier_sign < 0))
+    }
     result = {
         "model": path,
         "engine": engine.name,
@@ -115,6 +128,7 @@ def main(argv=None) -> int:
             "participation_ratio_mean": float(((h**2).sum(1) ** 2 / (h**4).sum(1)).mean()),
             "hidden_size": int(h.shape[1]),
         },
+        "full_pipeline_by_outlier_sign": {"dim": k, **split},
     }
     if args.json:
         print(json.dumps(result, indent=1))
@@ -131,6 +145,13 @@ def main(argv=None) -> int:
           f"the norm on average (min {hs['largest_coordinate_share_min']:.0%}), at dims "
           f"{hs['largest_coordinate_dims']}; participation ratio {hs['participation_ratio_mean']:.1f} "
           f"of {hs['hidden_size']}")
+    sp = result["full_pipeline_by_outlier_sign"]
+    print(f"full pipeline split by the sign the flips leave on dim {sp['dim']}:")
+    for label in ("+", "-"):
+        g = sp[label]
+        if g["nonces"]:
+            print(f"  {label}: {g['nonces']:>5} nonces, mean {g['mean']:.4f}, std {g['std']:.4f}, "
+                  f"valid {g['valid_rate']:.1%}")
     return 0
 
 

@@ -72,6 +72,8 @@ def test_trained_structure_and_model_spread_scripts(tiny_qwen3):
     for key in ("trained_lm_head", "random_lm_head_only", "full_sign_flip_pipeline"):
         assert 0.0 < out[key]["mean"] < 2.0
     assert out["hidden"]["hidden_size"] == 64
+    split = out["full_pipeline_by_outlier_sign"]
+    assert split["+"]["nonces"] + split["-"]["nonces"] == 6 and 0 <= split["dim"] < 64
     proc = _run(
         "cross_block_spread.py", "--source", "model", "--model", str(tiny_qwen3[0]), "--engine", "transformers",
         "--nonces", "4", "--seq-len", "8", "--block-hashes", "b1", "b2", "--public-keys", "k1", "--json",
