@@ -273,7 +273,7 @@ BAD_REQUESTS = [
 def test_bad_requests_get_clear_4xx(served):
     import httpx
 
-    base, _, _ = served
+    base, model, _ = served
     with httpx.Client(timeout=60) as client:
         client.post(f"{base}{POW}/stop")  # whatever state the previous test left
         for method, path, body, code, text in BAD_REQUESTS:
@@ -298,10 +298,14 @@ def test_bad_requests_get_clear_4xx(served):
         assert client.post(f"{base}{POW}/phase/validate").status_code == 409
         r = client.post(f"{base}{POW}/validate", json=dict(batch, block_hash="other"))
         assert r.status_code == 400 and "block_hash" in r.json()["detail"]
-        # layer hooks need an eager engine; this one is eager, so they install and the round runs
+        # layer hooks need an eager engine; this one is eager, so they install and the round runs,
+        # with inference closed even while validating: the hooks would transform chat requests too
         r = client.post(f"{base}{POW}/init/validate", json=round_body(use_layer_hooks=True))
         assert r.status_code == 200, r.text
+        blocked = chat(client, base, model)
+        assert blocked.status_code == 503 and "layer hooks" in blocked.json()["detail"]
         assert client.post(f"{base}{POW}/stop").status_code == 200
+        assert chat(client, base, model).status_code == 200
 
 
 def test_standalone_node_server(tiny_qwen3, tmp_path):

@@ -140,6 +140,21 @@ class PoCManager:
         self._hooks_installed = False
         self._reset_round()
 
+    def inference_pause_reason(self) -> Optional[str]:
+        """Why ordinary inference must wait now, or None when it may run.
+
+        It waits while the node is GENERATING, and for the whole of a round with
+        layer hooks: those transform the forward of every request the engine runs.
+        """
+        if self.state is PoCState.GENERATING:
+            return "PoC generation in progress: inference is paused until the node validates or stops"
+        if self._hooks_installed:
+            return (
+                "this PoC round uses layer hooks, which transform every request's forward pass: "
+                "inference is paused until the round stops"
+            )
+        return None
+
     # ------------------------------------------------------------------ round set-up and transitions
 
     def _reset_round(self) -> None:

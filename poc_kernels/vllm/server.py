@@ -12,7 +12,9 @@
    vllm.entrypoints.openai.api_server --model MODEL ...`` is the same server.)
    The plugin adds the router below and a middleware that answers 503 on the
    OpenAI routes (``/v1/...``) while the node is GENERATING; they stay open
-   while VALIDATING, so validation runs beside production traffic.
+   while VALIDATING, so validation runs beside production traffic (except in
+   a layer-hook round, which transforms every request's forward: the routes
+   stay closed until it stops).
 
 2. Standalone, for a node that only does PoC (no OpenAI routes)::
 
@@ -198,17 +200,16 @@ def make_router() -> APIRouter:
 
 
 async def gating_middleware(request: Request, call_next: Callable):
-    """Answer 503 on the OpenAI inference routes while the node is GENERATING (open while VALIDATING)."""
+    """Answer 503 on the OpenAI inference routes while the node is GENERATING (open while VALIDATING).
+
+    A round with layer hooks closes them for the whole round: the hooks
+    transform the forward pass of every request in the engine.
+    """
     manager = getattr(request.app.state, "poc_manager", None)
-    if (
-        manager is not None
-        and manager.state is PoCState.GENERATING
-        and request.url.path.startswith(INFERENCE_PREFIX)
-    ):
-        return JSONResponse(
-            status_code=503,
-            content={"detail": "PoC generation in progress: inference is paused until the node validates or stops"},
-        )
+    if manager is not None and request.url.path.startswith(INFERENCE_PREFIX):
+        reason = manager.inference_pause_reason()
+        if reason is not None:
+            return JSONResponse(status_code=503, content={"detail": reason})
     return await call_next(request)
 
 
