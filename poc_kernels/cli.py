@@ -364,15 +364,10 @@ def _read_numbers(path: str, option: str, parser) -> np.ndarray:
             text = f.read()
     except OSError as exc:
         parser.error(f"argument {option}: cannot read {path!r}: {exc.strerror or exc}")
-    values = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        try:
-            values.append(float(line))
-        except ValueError:
-            parser.error(f"argument {option}: {path!r}, line {lineno}: {line!r} is not a number")
+    try:
+        values = v.number_lines(text, repr(path))
+    except ValueError as exc:
+        parser.error(f"argument {option}: {exc}")
     if not values:
         parser.error(f"argument {option}: {path!r} holds no numbers")
     return np.array(values, dtype=np.float64)

@@ -596,6 +596,23 @@ def default_weights(n_validators: int = DEFAULT_VALIDATORS, exponent: float = 1.
     return w / w.sum()
 
 
+def number_lines(text: str, where: str) -> list:
+    """Return the numbers of ``text``, one per line, blank lines and ``#`` comments ignored.
+
+    Raises ValueError naming ``where`` and the line of the first entry that is not a number.
+    """
+    values = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            values.append(float(line))
+        except ValueError:
+            raise ValueError(f"{where}, line {lineno}: {line!r} is not a number") from None
+    return values
+
+
 def load_weights(path: Union[str, "os.PathLike[str]"]) -> np.ndarray:
     """Return the float64 stake weights (normalized to sum 1) read from ``path``.
 
@@ -624,15 +641,7 @@ def load_weights(path: Union[str, "os.PathLike[str]"]) -> np.ndarray:
                 raise ValueError(f"weights file {path!r}: entry {i} is not a number: {v!r}")
             values.append(float(v))
     else:
-        values = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            try:
-                values.append(float(line))
-            except ValueError:
-                raise ValueError(f"weights file {path!r}, line {lineno}: {line!r} is not a number") from None
+        values = number_lines(text, f"weights file {path!r}")
     if not values:
         raise ValueError(f"weights file {path!r} holds no weights")
     try:

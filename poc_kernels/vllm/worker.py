@@ -68,14 +68,22 @@ class _Capture:
 
     def record(self, req_ids, hidden: torch.Tensor) -> None:
         with self.lock:
+            picks, slots = [], []
             for row, req_id in enumerate(req_ids):
                 if req_id is None:
                     continue
                 tag, index = _split_request_id(req_id)
                 rows = self.tags.get(tag)
                 if rows is not None:
-                    # the last row seen for a request is its final position (chunked prefill)
-                    rows[index] = hidden[row].detach().clone()
+                    picks.append(row)
+                    slots.append((rows, index))
+            if not picks:
+                return
+            # one gather (a copy: the runner reuses its buffers) for all the PoC rows of this step
+            picked = hidden.detach().index_select(0, torch.tensor(picks, device=hidden.device))
+            for (rows, index), h in zip(slots, picked):
+                # the last row seen for a request is its final position (chunked prefill)
+                rows[index] = h
 
 
 def _split_request_id(req_id: str) -> tuple[Optional[str], int]:
