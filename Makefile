@@ -1,7 +1,8 @@
 # Two commands, each doing its own set-up on a fresh machine:
 #   make run    the main job: a short PoC round on SmolLM2-135M through vLLM (python/poc_round.py)
 #   make test   the test suite
-# plus `make bench` (throughput benchmarks, see bench/README.md) and
+# plus `make lint` (ruff and clang-format, in a small venv of their own; `make format` applies them),
+# `make bench` (throughput benchmarks, see bench/README.md) and
 # `make bench-sha256` (SHA-256 implementations for the seed derivation).
 #
 # The install step builds the C++/CUDA extension of csrc/ (poc_kernels._C) and
@@ -26,7 +27,12 @@ POC_KERNELS_NO_VLLM ?=
 RUN_ARGS ?=
 CSRC := $(wildcard csrc/*.cpp csrc/*.cu csrc/*.h)
 
-.PHONY: run test bench bench-sha256 clean
+# The linters, pinned so that every machine settles style the same way.
+LINT_VENV ?= .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed-ruff-0.17.6-clang-format-23.1.5
+CXX_SOURCES = $(wildcard csrc/*.h csrc/*.cpp csrc/*.cu csrc/*.cuh tests/csrc/*.cu bench/sha256/*.cpp)
+
+.PHONY: run test lint format bench bench-sha256 clean
 
 $(STAMP): pyproject.toml setup.py $(CSRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +54,22 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+$(LINT_STAMP):
+	rm -rf $(LINT_VENV)
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install -q ruff==0.17.6 clang-format==23.1.5
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(LINT_VENV)/bin/ruff check .
+	$(LINT_VENV)/bin/ruff format --check .
+	$(LINT_VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
+
+format: $(LINT_STAMP)
+	$(LINT_VENV)/bin/ruff check --fix .
+	$(LINT_VENV)/bin/ruff format .
+	$(LINT_VENV)/bin/clang-format -i $(CXX_SOURCES)
+
 bench: $(STAMP)
 	$(PY) -m pytest bench -p no:cacheprovider --benchmark-columns=median,iqr,rounds $(BENCH_ARGS)
 
@@ -60,4 +82,4 @@ bench-sha256: build/sha256_bench
 	./build/sha256_bench $(SHA_BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks poc_kernels/_C*.so
+	rm -rf $(VENV) $(LINT_VENV) build *.egg-info .pytest_cache .benchmarks .ruff_cache poc_kernels/_C*.so

@@ -4,7 +4,7 @@
     python bench/roofline.py            # markdown table
     python bench/roofline.py --json
 
-Counts follow the fused Triton kernels of poc_kernels/ops (fixed CUDA
+Counts follow the fused Triton kernels of poc_kernels/backends/triton (fixed CUDA
 configuration: 64 nonces per block, so ``ceil(B / 64)`` blocks each generate or
 read the whole W).
 """
@@ -48,12 +48,18 @@ def row(b: int, h: int) -> dict:
     floor_otf = max(t_mma, instr_otf / ISSUE, bytes_min / HBM)
     floor_cached = max(t_mma, instr_cached / ISSUE, bytes_cached / HBM)
     return {
-        "B": b, "H": h, "gflop": flops / 1e9, "tf32x3_gflop": mma_flops / 1e9,
-        "min_mb": bytes_min / 1e6, "min_mb_cached": bytes_cached / 1e6,
+        "B": b,
+        "H": h,
+        "gflop": flops / 1e9,
+        "tf32x3_gflop": mma_flops / 1e9,
+        "min_mb": bytes_min / 1e6,
+        "min_mb_cached": bytes_cached / 1e6,
         "hash_m": (2 * (pairs_w + pairs_prep) + b * h) / 1e6,
         "transcendental_m": 4 * (pairs_w + pairs_prep) / 1e6,
-        "t_mma_ms": t_mma * 1e3, "t_gen_ms": instr_otf / ISSUE * 1e3,
-        "floor_otf_ms": floor_otf * 1e3, "floor_cached_ms": floor_cached * 1e3,
+        "t_mma_ms": t_mma * 1e3,
+        "t_gen_ms": instr_otf / ISSUE * 1e3,
+        "floor_otf_ms": floor_otf * 1e3,
+        "floor_cached_ms": floor_cached * 1e3,
         "per_nonce_ms": b * PER_NONCE_S * 1e3,
     }
 
@@ -66,14 +72,18 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print("| B | H | GFLOP (2BDH) | tf32x3 GFLOP | min MB (on the fly / cached) | hashes (M) | log+sqrt+cos+sin (M) "
-          "| MMA ms | generation ms | floor ms on the fly | floor ms cached | 100x per-nonce target ms |")
+    print(
+        "| B | H | GFLOP (2BDH) | tf32x3 GFLOP | min MB (on the fly / cached) | hashes (M) | log+sqrt+cos+sin (M) "
+        "| MMA ms | generation ms | floor ms on the fly | floor ms cached | 100x per-nonce target ms |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['B']} | {r['H']} | {r['gflop']:.1f} | {r['tf32x3_gflop']:.1f} | "
-              f"{r['min_mb']:.2f} / {r['min_mb_cached']:.1f} | {r['hash_m']:.0f} | {r['transcendental_m']:.0f} | "
-              f"{r['t_mma_ms']:.3f} | {r['t_gen_ms']:.3f} | {r['floor_otf_ms']:.3f} | {r['floor_cached_ms']:.3f} | "
-              f"{r['per_nonce_ms'] / 100:.1f} |")
+        print(
+            f"| {r['B']} | {r['H']} | {r['gflop']:.1f} | {r['tf32x3_gflop']:.1f} | "
+            f"{r['min_mb']:.2f} / {r['min_mb_cached']:.1f} | {r['hash_m']:.0f} | {r['transcendental_m']:.0f} | "
+            f"{r['t_mma_ms']:.3f} | {r['t_gen_ms']:.3f} | {r['floor_otf_ms']:.3f} | {r['floor_cached_ms']:.3f} | "
+            f"{r['per_nonce_ms'] / 100:.1f} |"
+        )
     return 0
 
 

@@ -49,6 +49,9 @@ def test_distance_context(run_bench):
     nonces = list(range(256))
     d = run_bench(
         lambda: poc_kernels.compute_distances(x, "bench_block", "bench_key", nonces, backend="cpp"),
-        impl="cpp-context", batch=256, hidden=1024, rounds=3,
+        impl="cpp-context",
+        batch=256,
+        hidden=1024,
+        rounds=3,
     )
     assert torch.isfinite(d).all()

@@ -18,10 +18,13 @@ def test_simulate_network_100k_rounds_377_validators(benchmark, p_target):
     w = validation.default_weights(VALIDATORS)
     sim = benchmark.pedantic(
         lambda: validation.simulate_network(w, p_target, 200, 0.05, 0.5, ROUNDS, seed=0, progress=False),
-        rounds=3, iterations=1, warmup_rounds=1,
+        rounds=3,
+        iterations=1,
+        warmup_rounds=1,
     )
-    benchmark.extra_info.update({"rounds": ROUNDS, "validators": VALIDATORS,
-                                 "conviction_probability": sim.conviction_probability})
+    benchmark.extra_info.update(
+        {"rounds": ROUNDS, "validators": VALIDATORS, "conviction_probability": sim.conviction_probability}
+    )
     assert sim.rounds == ROUNDS
 
 

@@ -1,6 +1,6 @@
 """Throughput of compute_distances (nonces/s) for every implementation, against the per-nonce baseline.
 
-Implementations (baselines come from ``poc_kernels.reference``, where the tests
+Implementations (baselines come from ``poc_kernels.baselines``, where the tests
 take them from):
 
 - ``per-nonce``: SPEC.md followed literally, one nonce and one reflection at a
@@ -21,31 +21,18 @@ import pytest
 import torch
 
 import poc_kernels
-from poc_kernels import reference
+from poc_kernels import baselines
 
 BATCHES = [64, 256, 1024]
 HIDDEN_SIZES = [1024, 2048, 4096]
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 
-_compiled_core = None
-
-
-def _reference_compiled(x, block_hash, public_key, nonces):
-    global _compiled_core
-    if _compiled_core is None:
-        _compiled_core = torch.compile(reference.distances_from_streams, dynamic=False)
-    return reference._compute_distances(
-        x, block_hash, public_key, list(nonces), True, poc_kernels.POC_OUTPUT_DIM, poc_kernels.NUM_REFLECTIONS,
-        core=_compiled_core,
-    )
-
-
 IMPLS = {
-    "per-nonce": reference.compute_distances_per_nonce,
-    "batched-fp32": reference.compute_distances_batched_fp32,
+    "per-nonce": baselines.compute_distances_per_nonce,
+    "batched-fp32": baselines.compute_distances_batched_fp32,
     "reference": lambda *a: poc_kernels.compute_distances(*a, backend="reference"),
-    "reference-compiled": _reference_compiled,
+    "reference-compiled": baselines.compute_distances_compiled,
 }
 if CUDA and "triton" in poc_kernels.available_backends("cuda"):
     for _mode in ("on_the_fly", "cached"):
@@ -65,6 +52,11 @@ def test_compute_distances_throughput(run_bench, impl, batch, hidden):
     fn = IMPLS[impl]
     # a median of 3 drops one disturbed round of the slow ones
     slow = impl == "per-nonce" or (not CUDA and impl.startswith("reference") and batch * hidden >= 1024 * 2048)
-    d = run_bench(lambda: fn(x, "bench_block", "bench_key", nonces), impl=impl, batch=batch, hidden=hidden,
-                  rounds=3 if slow else 5)
+    d = run_bench(
+        lambda: fn(x, "bench_block", "bench_key", nonces),
+        impl=impl,
+        batch=batch,
+        hidden=hidden,
+        rounds=3 if slow else 5,
+    )
     assert d.shape == (batch,) and torch.isfinite(d).all()

@@ -76,9 +76,9 @@ at::Tensor stream_op(const at::Tensor& seeds, int64_t n, at::ScalarType dtype, F
 // ----------------------------------------------------------------------------- seeds
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> derive_seeds_cpu(const std::string& block_hash,
-                                                                const std::string& public_key,
-                                                                const at::Tensor& nonces, int64_t num_reflections,
-                                                                bool need_input, bool need_post) {
+                                                                const std::string& public_key, const at::Tensor& nonces,
+                                                                int64_t num_reflections, bool need_input,
+                                                                bool need_post) {
   TORCH_CHECK(nonces.dim() == 1, "nonces must be a 1-D integer tensor, got shape ", nonces.sizes());
   TORCH_CHECK(num_reflections >= 0, "num_reflections must be >= 0, got ", num_reflections);
   const std::vector<uint32_t> vals = u32_values(nonces, "nonces");
@@ -101,21 +101,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> derive_seeds_cpu(const std::strin
 // ----------------------------------------------------------------------------- streams
 
 at::Tensor hash_stream_cpu(const at::Tensor& seeds, int64_t n) {
-  return stream_op<uint32_t>(seeds, n, at::kUInt32, [](uint32_t s, int64_t i0, int64_t i1, uint32_t* o) {
-    hash_range(s, i0, i1, o);
-  });
+  return stream_op<uint32_t>(seeds, n, at::kUInt32,
+                             [](uint32_t s, int64_t i0, int64_t i1, uint32_t* o) { hash_range(s, i0, i1, o); });
 }
 
 at::Tensor uniform_stream_cpu(const at::Tensor& seeds, int64_t n) {
-  return stream_op<float>(seeds, n, at::kFloat, [](uint32_t s, int64_t i0, int64_t i1, float* o) {
-    uniform_range(s, i0, i1, o);
-  });
+  return stream_op<float>(seeds, n, at::kFloat,
+                          [](uint32_t s, int64_t i0, int64_t i1, float* o) { uniform_range(s, i0, i1, o); });
 }
 
 at::Tensor sign_stream_cpu(const at::Tensor& seeds, int64_t n) {
-  return stream_op<float>(seeds, n, at::kFloat, [](uint32_t s, int64_t i0, int64_t i1, float* o) {
-    sign_range(s, i0, i1, o);
-  });
+  return stream_op<float>(seeds, n, at::kFloat,
+                          [](uint32_t s, int64_t i0, int64_t i1, float* o) { sign_range(s, i0, i1, o); });
 }
 
 namespace {
@@ -152,8 +149,8 @@ void normal_rows(at::Tensor& out, const std::vector<uint32_t>& seeds, float scal
 void normal_cpu_(at::Tensor& out, const at::Tensor& seeds, double scale) {
   check_cpu(out, "out");
   check_stream_args(seeds, out.dim() == 2 ? out.size(1) : 0);
-  TORCH_CHECK(out.dim() == 2 && out.size(0) == seeds.size(0),
-              "out must be 2-D [len(seeds), n] = [", seeds.size(0), ", n], got shape ", out.sizes());
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == seeds.size(0), "out must be 2-D [len(seeds), n] = [", seeds.size(0),
+              ", n], got shape ", out.sizes());
   TORCH_CHECK(out.size(1) <= 1 || out.stride(1) == 1, "out must have unit stride along its last dim, got strides ",
               out.strides());
   const std::vector<uint32_t> s = u32_values(seeds, "seeds");
@@ -229,7 +226,8 @@ at::Tensor compute_distances_cpu(const at::Tensor& last_hidden, const at::Tensor
     const Projection P{xhat.data(), ldx, w.data_ptr<float>(), w.stride(0), cb, H, D, logits.data(), D};
     at::parallel_for(0, nblocks, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> acc(kTileB * rows * 8);
-      for (int64_t blk = begin; blk < end; ++blk) project_rows(P, blk * rows, std::min(D, (blk + 1) * rows), acc.data());
+      for (int64_t blk = begin; blk < end; ++blk)
+        project_rows(P, blk * rows, std::min(D, (blk + 1) * rows), acc.data());
     });
     at::parallel_for(0, cb, 16, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)

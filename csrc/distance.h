@@ -112,8 +112,8 @@ inline float distance_of(const float* l, const double* t, int64_t D) {
 
 // ----------------------------------------------------------------------------- stage 2: l = x̂ Wᵀ
 
-constexpr int kTileB = 3;     // nonces per micro tile
-constexpr int kTileO = 4;     // outputs per micro tile
+constexpr int kTileB = 3;        // nonces per micro tile
+constexpr int kTileO = 4;        // outputs per micro tile
 constexpr int64_t kTileK = 512;  // h per pass (a multiple of 8): keeps the x̂ tile in L1
 
 // Outputs per block: a block of W rows stays in L2 (about 256 KB) while every

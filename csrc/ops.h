@@ -12,9 +12,9 @@ namespace poc {
 // SPEC §1 seeds of each nonce as uint32 tensors on nonces' device: input [B],
 // signs [B] and reflections [B, R] (empty [0] / [0, R] when not wanted).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> derive_seeds_cpu(const std::string& block_hash,
-                                                                const std::string& public_key,
-                                                                const at::Tensor& nonces, int64_t num_reflections,
-                                                                bool need_input, bool need_post);
+                                                                const std::string& public_key, const at::Tensor& nonces,
+                                                                int64_t num_reflections, bool need_input,
+                                                                bool need_post);
 #ifdef POC_KERNELS_WITH_CUDA
 std::tuple<at::Tensor, at::Tensor, at::Tensor> derive_seeds_cuda(const std::string& block_hash,
                                                                  const std::string& public_key,

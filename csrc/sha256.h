@@ -62,11 +62,23 @@ inline void compress_portable(uint32_t state[8], const uint8_t* data, size_t nbl
     for (int t = 0; t < 64; ++t) {
       const uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[t] + w[t];
       const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      h = g; g = f; f = e; e = d + t1;
-      d = c; c = b; b = a; a = t1 + t2;
+      h = g;
+      g = f;
+      f = e;
+      e = d + t1;
+      d = c;
+      c = b;
+      b = a;
+      a = t1 + t2;
     }
-    state[0] += a; state[1] += b; state[2] += c; state[3] += d;
-    state[4] += e; state[5] += f; state[6] += g; state[7] += h;
+    state[0] += a;
+    state[1] += b;
+    state[2] += c;
+    state[3] += d;
+    state[4] += e;
+    state[5] += f;
+    state[6] += g;
+    state[7] += h;
   }
 }
 
@@ -81,16 +93,16 @@ struct NiState {
 POC_SHA_TARGET inline NiState ni_load(const uint32_t s[8]) {
   __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));       // DCBA
   __m128i efgh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 4));  // HGFE
-  tmp = _mm_shuffle_epi32(tmp, 0xB1);                                      // CDAB
-  efgh = _mm_shuffle_epi32(efgh, 0x1B);                                    // EFGH
+  tmp = _mm_shuffle_epi32(tmp, 0xB1);                                       // CDAB
+  efgh = _mm_shuffle_epi32(efgh, 0x1B);                                     // EFGH
   return {_mm_alignr_epi8(tmp, efgh, 8), _mm_blend_epi16(efgh, tmp, 0xF0)};
 }
 
 POC_SHA_TARGET inline void ni_store(const NiState& st, uint32_t s[8]) {
-  __m128i tmp = _mm_shuffle_epi32(st.abef, 0x1B);       // FEBA
-  __m128i cdgh = _mm_shuffle_epi32(st.cdgh, 0xB1);      // DCHG
-  __m128i dcba = _mm_blend_epi16(tmp, cdgh, 0xF0);      // DCBA
-  __m128i hgfe = _mm_alignr_epi8(cdgh, tmp, 8);         // HGFE
+  __m128i tmp = _mm_shuffle_epi32(st.abef, 0x1B);   // FEBA
+  __m128i cdgh = _mm_shuffle_epi32(st.cdgh, 0xB1);  // DCHG
+  __m128i dcba = _mm_blend_epi16(tmp, cdgh, 0xF0);  // DCBA
+  __m128i hgfe = _mm_alignr_epi8(cdgh, tmp, 8);     // HGFE
   _mm_storeu_si128(reinterpret_cast<__m128i*>(s), dcba);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(s + 4), hgfe);
 }

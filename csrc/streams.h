@@ -33,25 +33,22 @@
 
 namespace poc {
 
-constexpr float kTwoPiF32 = 6.28318548202514648438f;  // float32(2π), 0x40C90FDB
-constexpr float kUniformMin = 1e-10f;                 // float32(1e-10)
-constexpr float kTwoPowM32 = 2.3283064365386963e-10f; // 2^-32, exact
+constexpr float kTwoPiF32 = 6.28318548202514648438f;   // float32(2π), 0x40C90FDB
+constexpr float kUniformMin = 1e-10f;                  // float32(1e-10)
+constexpr float kTwoPowM32 = 2.3283064365386963e-10f;  // 2^-32, exact
 
 // fdlibm constants: ln 2 split, π/2 split (first 33 bits exact), and the
 // minimax coefficients of log1p on [√½-1, √2-1] and of sin/cos on [-π/4, π/4].
 constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
-constexpr double kLg1 = 6.666666666666735130e-01, kLg2 = 3.999999999940941908e-01,
-                 kLg3 = 2.857142874366239149e-01, kLg4 = 2.222219843214978396e-01,
-                 kLg5 = 1.818357216161805012e-01, kLg6 = 1.531383769920937332e-01,
+constexpr double kLg1 = 6.666666666666735130e-01, kLg2 = 3.999999999940941908e-01, kLg3 = 2.857142874366239149e-01,
+                 kLg4 = 2.222219843214978396e-01, kLg5 = 1.818357216161805012e-01, kLg6 = 1.531383769920937332e-01,
                  kLg7 = 1.479819860511658591e-01;
 constexpr double kTwoOverPi = 6.36619772367581382433e-01;
 constexpr double kPio2_1 = 1.57079632673412561417e+00, kPio2_1t = 6.07710050650619224932e-11;
-constexpr double kS1 = -1.66666666666666324348e-01, kS2 = 8.33333333332248946124e-03,
-                 kS3 = -1.98412698298579493134e-04, kS4 = 2.75573137070700676789e-06,
-                 kS5 = -2.50507602534068634195e-08, kS6 = 1.58969099521155010221e-10;
-constexpr double kC1 = 4.16666666666666019037e-02, kC2 = -1.38888888888741095749e-03,
-                 kC3 = 2.48015872894767294178e-05, kC4 = -2.75573143513906633035e-07,
-                 kC5 = 2.08757232129817482790e-09, kC6 = -1.13596475577881948265e-11;
+constexpr double kS1 = -1.66666666666666324348e-01, kS2 = 8.33333333332248946124e-03, kS3 = -1.98412698298579493134e-04,
+                 kS4 = 2.75573137070700676789e-06, kS5 = -2.50507602534068634195e-08, kS6 = 1.58969099521155010221e-10;
+constexpr double kC1 = 4.16666666666666019037e-02, kC2 = -1.38888888888741095749e-03, kC3 = 2.48015872894767294178e-05,
+                 kC4 = -2.75573143513906633035e-07, kC5 = 2.08757232129817482790e-09, kC6 = -1.13596475577881948265e-11;
 constexpr uint32_t kSqrt2Bits = 0x3fb504f3;  // float32(√2): mantissas above it are halved
 
 // ----------------------------------------------------------------------------- portable scalar path
@@ -289,8 +286,8 @@ inline void sign_range(uint32_t seed, int64_t h0, int64_t h1, float* out) {
 // Pairs j in [j0, j1) of N(seed, n), times `scale` (a float32 multiply, skipped
 // when scale == 1): cos_out[j - j0] = N[j], and sin_out[j - j0] = N[p + j] for
 // the first `nsin` of them (the sine of the last pair is dropped when n is odd).
-inline void normal_pairs(uint32_t seed, int64_t n, int64_t j0, int64_t j1, float scale, float* cos_out,
-                         float* sin_out, int64_t nsin) {
+inline void normal_pairs(uint32_t seed, int64_t n, int64_t j0, int64_t j1, float scale, float* cos_out, float* sin_out,
+                         int64_t nsin) {
   const uint32_t p = static_cast<uint32_t>((n + 1) / 2);
   const bool scaled = scale != 1.0f;
   alignas(32) float c8[8], s8[8];

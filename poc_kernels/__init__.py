@@ -6,16 +6,28 @@ Public API::
                       output_dim=8192, num_reflections=8, backend="auto") -> float32 [B]
     generate_inputs(block_hash, public_key, nonces, seq_len, hidden_size, *,
                     dtype=torch.float16, device="cpu", out=None, backend="auto") -> [B, seq_len, H]
+    apply_layer_transform(x, v, *, backend="auto") -> x's dtype and shape (SPEC §7)
+    apply_layer_transform_(x, v, *, backend="auto") -> x, transformed in place
 
-``poc_kernels.rng`` holds the seeds, hash and random streams of the contract,
-``poc_kernels.reference`` the reference implementation every backend is tested
-against.
+The package reads bottom-up: the contract (``constants``, ``rng``, ``seeds``,
+``vectors``), the oracle (``reference``) and the benchmark baselines
+(``baselines``), the backends (``backends``), this dispatching API
+(``api``), then the validation statistics (``validation``) and the
+integrations (``cli``, ``weights``, ``vllm``).
 """
 
 import logging as _logging
 
-from . import _custom_ops, rng, reference, seeds
-from .api import BACKENDS, auto_backend, available_backends, compute_distances, generate_inputs
+from . import _custom_ops, reference, rng, seeds, vectors
+from .api import (
+    BACKENDS,
+    apply_layer_transform,
+    apply_layer_transform_,
+    auto_backend,
+    available_backends,
+    compute_distances,
+    generate_inputs,
+)
 from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
 
 _logging.getLogger(__name__).info(
@@ -30,6 +42,8 @@ __all__ = [
     "BACKENDS",
     "NUM_REFLECTIONS",
     "POC_OUTPUT_DIM",
+    "apply_layer_transform",
+    "apply_layer_transform_",
     "auto_backend",
     "available_backends",
     "compute_distances",
@@ -37,4 +51,5 @@ __all__ = [
     "reference",
     "rng",
     "seeds",
+    "vectors",
 ]

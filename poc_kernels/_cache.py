@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, Hashable, TypeVar
+from collections.abc import Hashable
+from typing import Callable, TypeVar
 
 V = TypeVar("V")
 

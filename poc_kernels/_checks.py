@@ -1,16 +1,68 @@
-"""Argument validation shared by every backend: errors name the argument and the expected form."""
+"""Argument validation for the whole package: errors name the argument and the expected form.
+
+``check_distance_args`` and ``check_input_args`` turn the public API's
+arguments into :class:`DistanceArgs` and :class:`InputArgs`, the validated
+form that every backend receives (``poc_kernels.backends``). The real-number
+checks serve the validation statistics.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
-from typing import Sequence, Union
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 
 from .constants import MAX_NONCE
 
-NoncesLike = Union[Sequence[int], torch.Tensor]
+NoncesLike = Union[Sequence[int], torch.Tensor, np.ndarray]
+
+#: How the Triton backend gets the random lm_head (the other backends always cache it).
+LM_HEAD_MODES = ("auto", "on_the_fly", "cached")
+
+
+@dataclass(frozen=True)
+class DistanceArgs:
+    """The validated arguments of ``compute_distances``, as every backend receives them."""
+
+    #: ``[B, H]``, any float dtype, on the device the distances are computed on
+    last_hidden: torch.Tensor
+    block_hash: str
+    public_key: str
+    #: int64 ``[B]`` on the CPU, values in [0, 2**32)
+    nonces: torch.Tensor
+    sign_flips: bool
+    output_dim: int
+    num_reflections: int
+    #: one of :data:`LM_HEAD_MODES`; only the Triton backend reads it
+    lm_head: str = "auto"
+
+
+@dataclass(frozen=True)
+class InputArgs:
+    """The validated arguments of ``generate_inputs``, as every backend receives them."""
+
+    block_hash: str
+    public_key: str
+    #: int64 ``[B]`` on the CPU, values in [0, 2**32)
+    nonces: torch.Tensor
+    seq_len: int
+    hidden_size: int
+    dtype: torch.dtype
+    device: torch.device
+    #: ``[B, seq_len, H]`` of ``dtype`` on ``device`` to write into, or None
+    out: Optional[torch.Tensor]
+
+    def output(self) -> torch.Tensor:
+        """Return ``out``, or a new uninitialized ``[B, seq_len, H]`` tensor of ``dtype`` on ``device``."""
+        if self.out is not None:
+            return self.out
+        return torch.empty(len(self.nonces), self.seq_len, self.hidden_size, dtype=self.dtype, device=self.device)
 
 
 def check_str(value, name: str) -> str:
@@ -108,17 +160,16 @@ def check_last_hidden(last_hidden, name: str = "last_hidden") -> torch.Tensor:
     return last_hidden
 
 
-LM_HEAD_MODES = ("auto", "on_the_fly", "cached")
-
-
 def check_lm_head(value) -> str:
     if value not in LM_HEAD_MODES:
         raise ValueError(f"lm_head must be one of {LM_HEAD_MODES}, got {value!r}")
     return value
 
 
-def check_distance_args(last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections):
-    """Validate ``compute_distances`` arguments; return ``(last_hidden, nonces)`` (int64 CPU tensor)."""
+def check_distance_args(
+    last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections, lm_head="auto"
+) -> DistanceArgs:
+    """Return the validated ``compute_distances`` arguments."""
     last_hidden = check_last_hidden(last_hidden)
     check_str(block_hash, "block_hash")
     check_str(public_key, "public_key")
@@ -127,14 +178,20 @@ def check_distance_args(last_hidden, block_hash, public_key, nonces, sign_flips,
         raise ValueError(
             f"len(nonces) = {len(nonce_list)} does not match last_hidden batch size {last_hidden.shape[0]}"
         )
-    check_bool(sign_flips, "sign_flips")
-    check_int(output_dim, "output_dim", 1)
-    check_int(num_reflections, "num_reflections", 0)
-    return last_hidden, nonce_list
+    return DistanceArgs(
+        last_hidden,
+        block_hash,
+        public_key,
+        nonce_list,
+        check_bool(sign_flips, "sign_flips"),
+        check_int(output_dim, "output_dim", 1),
+        check_int(num_reflections, "num_reflections", 0),
+        check_lm_head(lm_head),
+    )
 
 
-def check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out):
-    """Validate ``generate_inputs`` arguments; return ``(nonces, dtype, device)`` (nonces: int64 CPU tensor)."""
+def check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out) -> InputArgs:
+    """Return the validated ``generate_inputs`` arguments (``device`` becomes ``out``'s when ``out`` is given)."""
     check_str(block_hash, "block_hash")
     check_str(public_key, "public_key")
     nonce_list = check_nonces(nonces)
@@ -157,7 +214,20 @@ def check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype
         if not _same_device(out.device, device):
             raise ValueError(f"out is on {out.device} but device={device}; pass device=out.device")
         device = out.device
-    return nonce_list, dtype, device
+    return InputArgs(block_hash, public_key, nonce_list, seq_len, hidden_size, dtype, device, out)
+
+
+def check_layer_args(x, v) -> None:
+    """Validate the arguments of the layer transform: ``x`` float ``[..., H]``, ``v`` float ``[H]``."""
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        raise TypeError(f"x must be a floating tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.dim() < 1 or x.shape[-1] < 1:
+        raise ValueError(f"x must be [..., hidden] with hidden >= 1, got shape {tuple(x.shape)}")
+    h = x.shape[-1]
+    if not isinstance(v, torch.Tensor) or v.dim() != 1 or v.shape[0] != h:
+        raise ValueError(f"v must be a 1-D tensor of size {h}, got {getattr(v, 'shape', type(v).__name__)}")
+    if not v.dtype.is_floating_point:
+        raise TypeError(f"v must be a floating tensor, got {v.dtype}")
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -166,3 +236,62 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.index is None or b.index is None:
         return True
     return a.index == b.index
+
+
+# ----------------------------------------------------------------------------- real numbers and arrays
+
+
+def check_real(value: Any, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def check_probability(value: Any, name: str) -> float:
+    p = check_real(value, name)
+    if not 0.0 < p < 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    return p
+
+
+def check_positive(value: Any, name: str) -> float:
+    r = check_real(value, name)
+    if not (math.isfinite(r) and r > 0.0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return r
+
+
+def check_non_negative(value: Any, name: str) -> float:
+    r = check_real(value, name)
+    if not (math.isfinite(r) and r >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return r
+
+
+def as_non_negative_array(values: Any, name: str, item: str) -> np.ndarray:
+    """Return ``values`` as a non-empty float64 ``[n]`` array of finite numbers >= 0 (``item`` names one entry)."""
+    arr = as_float_array(values, name, 1)
+    if arr.size == 0:
+        raise ValueError(f"{name} must hold at least one {item}, got none")
+    bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
+    if bad.size:
+        raise ValueError(f"{name} must be finite and >= 0, got {arr[bad[0]]} at index {bad[0]}")
+    return arr
+
+
+def as_float_array(values: Any, name: str, ndim: int) -> np.ndarray:
+    """Return ``values`` as a float64 array of ``ndim`` dimensions (torch tensors and sequences accepted)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be an array of numbers, got {type(values).__name__}")
+    try:
+        arr = np.asarray(values)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"{name} must be a rectangular array of numbers: {exc}") from None
+    if arr.dtype == bool or arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        shape = "[n]" if ndim == 1 else "[n, dim]"
+        raise ValueError(f"{name} must be {ndim}-D {shape}, got shape {arr.shape}")
+    return arr.astype(np.float64, copy=False)

@@ -6,16 +6,20 @@ built, or ``POC_KERNELS_NO_EXT=1`` is set in the environment at import, it is
 not loaded, ``HAS_EXT`` is False and the package runs on its other backends
 (a missing build is logged as a warning, a disabled one at INFO level).
 
-This module imports nothing from the package, so every layer may use it.
+This module imports nothing from the package but its constants and switches, so every
+layer may use it: the contract's seed derivation (``seeds``) takes its batched
+SHA-256 from here, and the ``"cpp"`` backend (``backends/cpp.py``) its ops.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
+
+from ._env import NO_EXT, env_flag
+from .constants import NUM_REFLECTIONS
 
 __all__ = [
     "HAS_EXT",
@@ -32,14 +36,14 @@ __all__ = [
 logger = logging.getLogger("poc_kernels")
 
 #: Environment variable that disables the extension (at build time and at import).
-DISABLE_ENV = "POC_KERNELS_NO_EXT"
+DISABLE_ENV = NO_EXT
 
 
 def _disabled() -> bool:
-    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag(DISABLE_ENV)
 
 
-def _load() -> Tuple[bool, str]:
+def _load() -> tuple[bool, str]:
     if _disabled():
         logger.info("%s is set: the C++/CUDA extension poc_kernels._C is not loaded", DISABLE_ENV)
         return False, f"disabled by {DISABLE_ENV}"
@@ -65,7 +69,9 @@ HAS_CUDA_EXT: bool = HAS_EXT and bool(torch.ops.poc_kernels.built_with_cuda())
 if HAS_EXT:
 
     @torch.library.register_fake("poc_kernels::derive_seeds")
-    def _derive_seeds_fake(block_hash, public_key, nonces, num_reflections=8, need_input=True, need_post=True):
+    def _derive_seeds_fake(
+        block_hash, public_key, nonces, num_reflections=NUM_REFLECTIONS, need_input=True, need_post=True
+    ):
         b = nonces.shape[0]
         new = lambda *shape: nonces.new_empty(shape, dtype=torch.uint32)  # noqa: E731
         return new(b if need_input else 0), new(b if need_post else 0), new(b if need_post else 0, num_reflections)
@@ -98,10 +104,10 @@ def derive_seeds(
     block_hash: str,
     public_key: str,
     nonces: torch.Tensor,
-    num_reflections: int = 8,
+    num_reflections: int = NUM_REFLECTIONS,
     need_input: bool = True,
     need_post: bool = True,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return the SPEC §1 seeds as uint32 ``(input [B], signs [B], reflections [B, R])`` on ``nonces``' device."""
     return torch.ops.poc_kernels.derive_seeds(block_hash, public_key, nonces, num_reflections, need_input, need_post)
 

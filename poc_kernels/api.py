@@ -1,122 +1,31 @@
-"""The public, dispatching API: one entry point per operation, any backend."""
+"""The public, dispatching API: one entry point per operation, any backend.
+
+Each function validates its arguments once (``_checks``), picks a backend
+(``poc_kernels.backends``) and hands it the validated arguments. Callers such
+as the vLLM worker never choose kernels themselves.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Optional
 
 import torch
 
-from . import _custom_ops, reference
-from ._checks import NoncesLike, check_distance_args, check_input_args, check_lm_head
+from ._checks import NoncesLike, check_distance_args, check_input_args, check_layer_args
+from .backends import BACKENDS, Backend, get, register_backend, registered
 from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
 
 __all__ = [
     "BACKENDS",
     "Backend",
+    "apply_layer_transform",
+    "apply_layer_transform_",
     "auto_backend",
     "available_backends",
     "compute_distances",
     "generate_inputs",
     "register_backend",
 ]
-
-#: Every backend name the API knows, in the order ``"auto"`` prefers them.
-BACKENDS = ("triton", "cpp", "reference")
-
-
-@dataclass(frozen=True)
-class Backend:
-    """One implementation of the API. Its functions take already validated arguments.
-
-    ``supports(device)``: the backend can run on ``device``; ``preferred(device)``
-    (default: ``supports``): ``backend="auto"`` may pick it there.
-    """
-
-    name: str
-    compute_distances: Callable
-    generate_inputs: Callable
-    supports: Callable[[torch.device], bool]
-    preferred: Optional[Callable[[torch.device], bool]] = None
-
-    def is_preferred(self, device: torch.device) -> bool:
-        return (self.preferred or self.supports)(device)
-
-
-_REGISTRY: Dict[str, Backend] = {}
-
-
-def register_backend(backend: Backend) -> None:
-    """Make ``backend`` available to the API (called by the backend modules at import)."""
-    if backend.name not in BACKENDS:
-        raise ValueError(f"unknown backend name {backend.name!r}; known: {BACKENDS}")
-    _REGISTRY[backend.name] = backend
-
-
-def _without_lm_head(impl):
-    # The reference and cpp backends always cache the lm_head: they take no ``lm_head`` argument.
-    def run(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections, lm_head):
-        return impl(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections)
-
-    return run
-
-
-register_backend(
-    Backend(
-        "reference",
-        _without_lm_head(reference._compute_distances),
-        reference._generate_inputs,
-        supports=lambda device: True,
-    )
-)
-
-
-def _triton_supports(device: torch.device) -> bool:
-    from .ops.configs import interpreter_enabled
-
-    if device.type == "cuda":
-        return torch.cuda.is_available()
-    return device.type == "cpu" and interpreter_enabled()
-
-
-def _triton_distances(*args):
-    from .ops import backend
-
-    return backend.compute_distances(*args)
-
-
-def _triton_inputs(*args):
-    from .ops import backend
-
-    return backend.generate_inputs(*args)
-
-
-if importlib.util.find_spec("triton") is not None:
-    # Imported on first use. Under TRITON_INTERPRET=1 it also accepts CPU tensors
-    # (that is how CPU CI tests it), but "auto" picks it only on CUDA.
-    register_backend(
-        Backend(
-            "triton",
-            _triton_distances,
-            _triton_inputs,
-            supports=_triton_supports,
-            preferred=lambda device: device.type == "cuda" and _triton_supports(device),
-        )
-    )
-
-
-if _custom_ops.HAS_EXT:
-    from . import cpp_backend
-
-    register_backend(
-        Backend(
-            "cpp",
-            _without_lm_head(cpp_backend.compute_distances),
-            cpp_backend.generate_inputs,
-            supports=lambda d: d.type == "cpu",
-        )
-    )
 
 
 def available_backends(device=None) -> list[str]:
@@ -125,31 +34,40 @@ def available_backends(device=None) -> list[str]:
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     else:
         devices = [torch.device(device)]
-    return [n for n in BACKENDS if n in _REGISTRY and any(_REGISTRY[n].supports(d) for d in devices)]
+    return [n for n in registered() if any(get(n).supports(d) for d in devices)]
+
+
+def _auto(device: torch.device, op: str) -> Backend:
+    for name in registered():
+        impl = get(name)
+        if impl.is_preferred(device) and getattr(impl, op) is not None:
+            return impl
+    raise ValueError(f"no backend implements {op} on device {device}")  # the reference runs everywhere
 
 
 def auto_backend(device="cpu") -> str:
     """Return the backend that ``backend="auto"`` uses for tensors on ``device``."""
-    device = torch.device(device)
-    return next(n for n in BACKENDS if n in _REGISTRY and _REGISTRY[n].is_preferred(device))
+    return _auto(torch.device(device), "compute_distances").name
 
 
-def _resolve(backend: str, device: torch.device) -> Backend:
+def _resolve(backend: str, device: torch.device, op: str) -> Backend:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     if backend == "auto":
-        return _REGISTRY[auto_backend(device)]
+        return _auto(device, op)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
-    if backend not in _REGISTRY:
+    if backend not in registered():
         raise ValueError(
             f"backend={backend!r} is not available in this installation; available: {available_backends()}"
         )
-    impl = _REGISTRY[backend]
+    impl = get(backend)
     if not impl.supports(device):
         raise ValueError(
             f"backend={backend!r} does not run on device {device}; available there: {available_backends(device)}"
         )
+    if getattr(impl, op) is None:
+        raise ValueError(f"backend={backend!r} does not implement {op.rstrip('_')}")
     return impl
 
 
@@ -169,21 +87,20 @@ def compute_distances(
 
     ``last_hidden`` is the final-norm hidden state of each sequence's last
     token, ``[B, H]`` in any float dtype; ``nonces`` holds ``B`` ints in
-    [0, 2**32) (a sequence or an integer tensor). A nonce is valid when its
-    distance is below ``r_target``; rows with NaN/Inf (or all zeros) give NaN,
-    which is never valid.
+    [0, 2**32) (a sequence, an integer array or an integer tensor). A nonce is
+    valid when its distance is below ``r_target``; rows with NaN/Inf (or all
+    zeros) give NaN, which is never valid.
 
     ``lm_head`` tells the Triton backend how to get the random lm_head:
     ``"on_the_fly"`` generates each weight tile inside the matmul (never
-    stored), ``"cached"`` materializes the matrix once per block hash,
-    ``"auto"`` picks by device and size. The other backends always cache it.
+    stored), ``"cached"`` materializes the matrix once per block hash and
+    ``"auto"`` picks the faster one (``"cached"`` by the roofline of
+    bench/ROOFLINE.md). The other backends always cache it.
     """
-    last_hidden, nonce_list = check_distance_args(
-        last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections
+    args = check_distance_args(
+        last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections, lm_head
     )
-    check_lm_head(lm_head)
-    impl = _resolve(backend, last_hidden.device).compute_distances
-    return impl(last_hidden, block_hash, public_key, nonce_list, sign_flips, output_dim, num_reflections, lm_head)
+    return _resolve(backend, args.last_hidden.device, "compute_distances").compute_distances(args)
 
 
 def generate_inputs(
@@ -203,8 +120,25 @@ def generate_inputs(
     Values are computed in float32 and cast to ``dtype`` once. With ``out`` (a
     tensor of that shape, dtype and device) the result is written into it.
     """
-    nonce_list, dtype, device = check_input_args(
-        block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out
-    )
-    impl = _resolve(backend, device).generate_inputs
-    return impl(block_hash, public_key, nonce_list, seq_len, hidden_size, dtype, device, out)
+    args = check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out)
+    return _resolve(backend, args.device, "generate_inputs").generate_inputs(args)
+
+
+def apply_layer_transform_(x: torch.Tensor, v: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Replace every row of ``x`` ``[..., H]`` by its layer transform (SPEC §7), in place; return ``x``.
+
+    ``y = x / (||x|| + 1e-8)``, then ``y - 2 (y·v) v`` with the layer's unit
+    vector ``v`` ``[H]`` (``poc_kernels.vectors.layer_vector``). The Triton
+    backend (``auto`` on CUDA) does it in one launch without synchronizing, so
+    it can be captured in a CUDA graph; it takes fp16, bf16 or fp32 ``x`` with
+    contiguous rows.
+    """
+    check_layer_args(x, v)
+    return _resolve(backend, x.device, "layer_transform_").layer_transform_(x, v)
+
+
+def apply_layer_transform(x: torch.Tensor, v: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Return the layer transform (SPEC §7) of ``x`` ``[..., H]`` as a new tensor of ``x``'s dtype, shape, device."""
+    check_layer_args(x, v)
+    impl = _resolve(backend, x.device, "layer_transform_")
+    return impl.layer_transform_(x.clone(memory_format=torch.contiguous_format), v)

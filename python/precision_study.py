@@ -25,7 +25,7 @@ import sys
 
 import torch
 
-from poc_kernels import reference
+from poc_kernels import vectors
 from poc_kernels.seeds import derive_nonce_seeds
 
 from _common import positive_int
@@ -68,14 +68,14 @@ def main(argv=None) -> int:
     nonces = list(range(b))
     # x after sign flips and reflections, float64 (the reference's own steps)
     seeds = derive_nonce_seeds(args.block_hash, "node", nonces)
-    x = hidden.double() * reference.sign_flips(seeds.signs, h).double()
-    v = reference.reflection_vectors(seeds.reflections, h)
+    x = hidden.double() * vectors.sign_flips(seeds.signs, h).double()
+    v = vectors.reflection_vectors(seeds.reflections, h)
     for r in range(v.shape[1]):
         x = x - 2 * (x * v[:, r]).sum(1, keepdim=True) * v[:, r]
     x = x / x.norm(dim=1, keepdim=True)
     x32 = x.float()
-    w32 = reference.lm_head(args.block_hash, h)
-    t = reference.target(args.block_hash)
+    w32 = vectors.lm_head(args.block_hash, h)
+    t = vectors.target(args.block_hash)
 
     exact = distances_from_logits(x32.double() @ w32.double().T, t)
     schemes = {

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 import poc_kernels
-from poc_kernels import distribution, reference, rng
+from poc_kernels import distribution, rng, vectors
 from poc_kernels.seeds import derive_nonce_seeds, target_seed
 
-from _common import default_dtype, make_engine, model_path, positive_int
+from _common import add_verbose_option, default_dtype, make_engine, model_path, positive_int
 
 
 def trained_head(path: str) -> torch.Tensor:
@@ -74,10 +74,11 @@ def main(argv=None) -> int:
     p.add_argument("--public-key", default="node_A")
     p.add_argument("--r-target", type=float, default=1.416)
     p.add_argument("--json", action="store_true")
+    add_verbose_option(p)
     args = p.parse_args(argv)
 
     path = model_path(args.model)
-    engine = make_engine(args.engine, path, default_dtype(), args.seq_len, args.batch_size)
+    engine = make_engine(args.engine, path, default_dtype(), args.seq_len, args.batch_size, verbose=args.verbose)
     nonces = list(range(args.nonces))
     hidden, full = [], []
     for i in range(0, len(nonces), args.batch_size):
@@ -94,9 +95,13 @@ def main(argv=None) -> int:
     t = t / t.norm()
     logits = h @ head.T
     d_trained = (logits / logits.norm(dim=1, keepdim=True) - t).norm(dim=1).numpy()
-    d_random_only = poc_kernels.compute_distances(
-        h.float(), args.block_hash, args.public_key, nonces, sign_flips=False, num_reflections=0
-    ).double().numpy()
+    d_random_only = (
+        poc_kernels.compute_distances(
+            h.float(), args.block_hash, args.public_key, nonces, sign_flips=False, num_reflections=0
+        )
+        .double()
+        .numpy()
+    )
 
     top = h.abs().max(dim=1)
     share = (top.values / h.norm(dim=1)).numpy()
@@ -104,12 +109,15 @@ def main(argv=None) -> int:
     # The sign that the per-nonce flips leave on the dominant coordinate picks one of two directions
     # for almost all of the vector, so the full pipeline's distances split by it.
     k = int(dims[np.argmax(counts)])
-    flips = reference.sign_flips(derive_nonce_seeds(args.block_hash, args.public_key, nonces).signs, h.shape[1])
+    flips = vectors.sign_flips(derive_nonce_seeds(args.block_hash, args.public_key, nonces).signs, h.shape[1])
     outlier_sign = (torch.sign(h[:, k]) * flips[:, k].double()).numpy()
     split = {
-        label: {"nonces": int(mask.sum()), "mean": float(d_full[mask].mean()) if mask.any() else None,
-                "std": float(d_full[mask].std()) if mask.any() else None,
-                "valid_rate": float(np.mean(d_full[mask] < args.r_target)) if mask.any() else None}
+        label: {
+            "nonces": int(mask.sum()),
+            "mean": float(d_full[mask].mean()) if mask.any() else None,
+            "std": float(d_full[mask].std()) if mask.any() else None,
+            "valid_rate": float(np.mean(d_full[mask] < args.r_target)) if mask.any() else None,
+        }
         for label, mask in (("+", outlier_sign > 0), ("-", outlier_sign < 0))
     }
     result = {
@@ -133,25 +141,33 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"{Path(path).name} via {engine.name}: {len(nonces)} nonces of {args.seq_len} tokens, "
-          f"{args.block_hash}/{args.public_key}")
+    print(
+        f"{Path(path).name} via {engine.name}: {len(nonces)} nonces of {args.seq_len} tokens, "
+        f"{args.block_hash}/{args.public_key}"
+    )
     print(f"\n{'':<28}{'mean':>9}{'std':>9}{'valid':>9}   analytic mean / std / valid (dim)")
     for key, dim in (("trained_lm_head", vocab), ("random_lm_head_only", 8192), ("full_sign_flip_pipeline", 8192)):
         r = result[key]
-        print(f"{key.replace('_', ' '):<28}{r['mean']:>9.4f}{r['std']:>9.4f}{r['valid_rate']:>8.1%}   "
-              f"{r['analytic_mean']:.4f} / {r['analytic_std']:.4f} / {r['analytic_valid_rate']:.1%} ({dim})")
+        print(
+            f"{key.replace('_', ' '):<28}{r['mean']:>9.4f}{r['std']:>9.4f}{r['valid_rate']:>8.1%}   "
+            f"{r['analytic_mean']:.4f} / {r['analytic_std']:.4f} / {r['analytic_valid_rate']:.1%} ({dim})"
+        )
     hs = result["hidden"]
-    print(f"\nfinal-norm hidden states: the largest coordinate holds {hs['largest_coordinate_share_mean']:.0%} of "
-          f"the norm on average (min {hs['largest_coordinate_share_min']:.0%}), at dims "
-          f"{hs['largest_coordinate_dims']}; participation ratio {hs['participation_ratio_mean']:.1f} "
-          f"of {hs['hidden_size']}")
+    print(
+        f"\nfinal-norm hidden states: the largest coordinate holds {hs['largest_coordinate_share_mean']:.0%} of "
+        f"the norm on average (min {hs['largest_coordinate_share_min']:.0%}), at dims "
+        f"{hs['largest_coordinate_dims']}; participation ratio {hs['participation_ratio_mean']:.1f} "
+        f"of {hs['hidden_size']}"
+    )
     sp = result["full_pipeline_by_outlier_sign"]
     print(f"full pipeline split by the sign the flips leave on dim {sp['dim']}:")
     for label in ("+", "-"):
         g = sp[label]
         if g["nonces"]:
-            print(f"  {label}: {g['nonces']:>5} nonces, mean {g['mean']:.4f}, std {g['std']:.4f}, "
-                  f"valid {g['valid_rate']:.1%}")
+            print(
+                f"  {label}: {g['nonces']:>5} nonces, mean {g['mean']:.4f}, std {g['std']:.4f}, "
+                f"valid {g['valid_rate']:.1%}"
+            )
     return 0
 
 

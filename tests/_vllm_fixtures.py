@@ -6,6 +6,10 @@ import shutil
 
 import torch
 
+from poc_kernels._env import vllm_wanted  # noqa: F401  (the tests' switch)
+
+VLLM_SKIP_REASON = "vLLM is not installed, or POC_KERNELS_NO_VLLM is set"
+
 TINY_QWEN3 = dict(
     vocab_size=49152,  # SmolLM2's tokenizer, so chat works
     hidden_size=64,
@@ -23,7 +27,7 @@ def build_tiny_qwen3(path):
     """Save a seeded random Qwen3 with SmolLM2's tokenizer at ``path``; return the transformers model."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from poc_kernels.vllm.models import smollm2_tokenizer_dir
+    from poc_kernels.weights import smollm2_tokenizer_dir
 
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(Qwen3Config(dtype="float32", **TINY_QWEN3)).eval()

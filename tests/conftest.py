@@ -46,7 +46,7 @@ def pytest_terminal_summary(terminalreporter):
             continue
         for name, value in report.user_properties:
             if name.startswith("figure: "):
-                lines.append(f"{name[len('figure: '):]}: {value}")
+                lines.append(f"{name[len('figure: ') :]}: {value}")
     if lines:
         terminalreporter.section("figures measured against the validation study")
         for line in lines:

@@ -29,8 +29,18 @@ def test_calibrate_json_and_plot(tmp_path):
     dfile = tmp_path / "honest.txt"
     dfile.write_text("# honest cross-hardware distances\n" + "\n".join(repr(float(x)) for x in honest))
     png = tmp_path / "density.png"
-    proc = _run("calibrate", "--valid-rate", "0.1", "--r-target", "1.416", "--honest-distances", str(dfile),
-                "--json", "--plot", str(png))
+    proc = _run(
+        "calibrate",
+        "--valid-rate",
+        "0.1",
+        "--r-target",
+        "1.416",
+        "--honest-distances",
+        str(dfile),
+        "--json",
+        "--plot",
+        str(png),
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["command"] == "calibrate" and out["output_dim"] == 8192
@@ -59,8 +69,20 @@ def test_calibrate_table_defaults_and_other_dimension(capsys):
 
 def test_power_json_and_plot(tmp_path):
     png = tmp_path / "power.png"
-    proc = _run("power", "--p-cheater", "0.04", "--p-cheater", "0.06", "--monte-carlo", "400", "--seed", "3",
-                "--json", "--plot", str(png))
+    proc = _run(
+        "power",
+        "--p-cheater",
+        "0.04",
+        "--p-cheater",
+        "0.06",
+        "--monte-carlo",
+        "400",
+        "--seed",
+        "3",
+        "--json",
+        "--plot",
+        str(png),
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert (out["n_checks"], out["p_honest"], out["alpha"]) == (200, 0.02, 0.05)

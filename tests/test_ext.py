@@ -12,10 +12,12 @@ import torch
 
 import poc_kernels
 from poc_kernels import _custom_ops as ops
-from poc_kernels import reference, rng
+from poc_kernels import rng, vectors
+from poc_kernels.backends import cpp
 from poc_kernels.seeds import derive_nonce_seeds_hashlib, lm_head_seed, target_seed
 
 from _numpy_murmur import hash32 as np_hash32
+from _tolerances import DIST_ATOL, LM_HEAD_ATOL, NORMAL_ATOL, UNIT_F64_ATOL
 
 DISABLED = ops.DISABLE_ENV in os.environ and ops._disabled()
 needs_ext = pytest.mark.skipif(not ops.HAS_EXT, reason=f"extension not loaded: {ops.EXT_STATUS}")
@@ -23,11 +25,7 @@ needs_cuda = pytest.mark.skipif(
     not (ops.HAS_CUDA_EXT and torch.cuda.is_available()), reason="needs a GPU and the extension's CUDA kernels"
 )
 
-# Tolerance table (SPEC §3, §5):
-#   seeds, hashes, uniforms, signs: bit-exact
-#   normals: 1e-6 absolute; distances: 1e-6 absolute of the float64 evaluation
-NORMAL_ATOL = 1e-6
-DIST_ATOL = 1e-6
+# Seeds, hashes, uniforms and signs are compared bit for bit; normals and distances with tests/_tolerances.py.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -169,7 +167,7 @@ def test_streams_match_numpy_and_reference(seed):
     expect = np_hash32(np.arange(n, dtype=np.uint32), seed)
     assert torch.equal(ops.hash_stream(s, n)[0].long(), torch.from_numpy(expect.astype(np.int64)))
     assert torch.equal(ops.uniform_stream(s, n)[0], rng.uniform(seed, n))
-    assert torch.equal(ops.sign_stream(s, n)[0], reference.sign_flips(s, n)[0])
+    assert torch.equal(ops.sign_stream(s, n)[0], vectors.sign_flips(s, n)[0])
     for m in (1, 2, 7, 8, 9, 769, 4096, 4097):  # the stream depends on n through p = ceil(n / 2)
         torch.testing.assert_close(ops.normal_(torch.empty(1, m), s)[0], rng.normal(seed, m), atol=NORMAL_ATOL, rtol=0)
 
@@ -209,7 +207,7 @@ def test_simd_and_portable_paths_agree_bitwise():
     seeds = torch.tensor([3, 2**32 - 1])
     x = torch.randn(7, 769, generator=torch.Generator().manual_seed(0))
     nonces = list(range(7))
-    w, t = poc_kernels.cpp_backend.projection("blk", 769, 300)
+    w, t = cpp.projection("blk", 769, 300)
     _, sg, rf = ops.derive_seeds("blk", "key", torch.tensor(nonces), 8, False, True)
 
     def run():
@@ -244,12 +242,12 @@ def test_normal_dtypes_are_cast_once(dtype):
 
 @needs_ext
 def test_lm_head_is_the_scaled_stream():
-    w, t = poc_kernels.cpp_backend.projection("block_x", 12, 40)
+    w, t = cpp.projection("block_x", 12, 40)
     n = ops.normal_(torch.empty(1, 480), torch.tensor([lm_head_seed("block_x")]))[0]
     assert torch.equal(w, (n * np.float32(0.02)).view(40, 12))  # float32 product, as SPEC §4 and the reference
-    torch.testing.assert_close(w, reference.lm_head("block_x", 12, 40), atol=0.02 * NORMAL_ATOL, rtol=0)
+    torch.testing.assert_close(w, vectors.lm_head("block_x", 12, 40), atol=LM_HEAD_ATOL, rtol=0)
     raw = ops.normal_(torch.empty(1, 40), torch.tensor([target_seed("block_x")]))[0].double()
-    torch.testing.assert_close(t, raw / raw.norm(), atol=1e-15, rtol=0)
+    torch.testing.assert_close(t, raw / raw.norm(), atol=UNIT_F64_ATOL, rtol=0)
 
 
 @needs_ext
@@ -275,7 +273,7 @@ def test_stream_ops_bad_input(call, match):
 
 def _case_args(case):
     hidden = torch.tensor(case["last_hidden"], dtype=torch.float32)
-    w, t = poc_kernels.cpp_backend.projection(case["block_hash"], case["hidden_size"], poc_kernels.POC_OUTPUT_DIM)
+    w, t = cpp.projection(case["block_hash"], case["hidden_size"], poc_kernels.POC_OUTPUT_DIM)
     _, sg, rf = ops.derive_seeds(case["block_hash"], case["public_key"], torch.tensor(case["nonces"]), 8, False, True)
     return hidden, w, t, (sg if case["sign_flips"] else None), rf
 
@@ -391,9 +389,21 @@ def test_cuda_seed_code_on_the_host(tmp_path):
     """The per-thread code of the CUDA seed kernel (csrc/seeds_cuda.cuh), built for the host by nvcc, vs hashlib."""
     exe = tmp_path / "seeds_cuda_host"
     build = subprocess.run(
-        ["nvcc", "-O2", "-std=c++17", "-x", "cu", "-I", os.path.join(ROOT, "csrc"),
-         os.path.join(ROOT, "tests", "csrc", "seeds_cuda_host.cu"), "-o", str(exe)],
-        capture_output=True, text=True, timeout=300,
+        [
+            "nvcc",
+            "-O2",
+            "-std=c++17",
+            "-x",
+            "cu",
+            "-I",
+            os.path.join(ROOT, "csrc"),
+            os.path.join(ROOT, "tests", "csrc", "seeds_cuda_host.cu"),
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr
     nonces = NONCES + list(range(200, 260))
@@ -401,13 +411,18 @@ def test_cuda_seed_code_on_the_host(tmp_path):
         for r, need_input in [(8, True), (12, False)]:
             run = subprocess.run(
                 [str(exe), bh, pk, str(r), str(int(need_input))],
-                input="\n".join(map(str, nonces)), capture_output=True, text=True, timeout=60,
+                input="\n".join(map(str, nonces)),
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             assert run.returncode == 0, run.stderr
             lines = run.stdout.splitlines()
             assert len(lines) == len(nonces)
             for n, line in zip(nonces, lines):
-                expect = ([f"0:{_sha_seed(f'{bh}_{pk}_nonce{n}')}"] if need_input else []) + [
-                    f"1:{_sha_seed(f'{bh}_{pk}_nonce_{n}_signs')}"
-                ] + [f"{2 + i}:{_sha_seed(f'{bh}_{pk}_nonce_{n}_hidden_r{i}')}" for i in range(r)]
+                expect = (
+                    ([f"0:{_sha_seed(f'{bh}_{pk}_nonce{n}')}"] if need_input else [])
+                    + [f"1:{_sha_seed(f'{bh}_{pk}_nonce_{n}_signs')}"]
+                    + [f"{2 + i}:{_sha_seed(f'{bh}_{pk}_nonce_{n}_hidden_r{i}')}" for i in range(r)]
+                )
                 assert line.split() == expect, (bh, pk, n)

@@ -5,18 +5,18 @@ import torch
 
 from poc_kernels import reference, rng
 from poc_kernels.seeds import layer_seed
+from poc_kernels.vectors import layer_vector
 
-# Tolerance table: the reference evaluates in float64 and rounds once to the
-# activation dtype, so it is within half an ulp of that dtype of the float64 value.
-HALF_ULP = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+from _tolerances import LAYER_HALF_ULP as HALF_ULP
+from _tolerances import UNIT_F32_ATOL
 
 
 def test_layer_vector_is_the_seeded_unit_vector():
-    v = reference.layer_vector("blk", 3, 100)
+    v = layer_vector("blk", 3, 100)
     assert v.dtype == torch.float32 and v.shape == (100,)
     raw = rng.normal(layer_seed("blk", 3), 100).double()
-    torch.testing.assert_close(v.double(), raw / raw.norm(), atol=1e-7, rtol=0)
-    assert not torch.equal(v, reference.layer_vector("blk", 4, 100))
+    torch.testing.assert_close(v.double(), raw / raw.norm(), atol=UNIT_F32_ATOL, rtol=0)
+    assert not torch.equal(v, layer_vector("blk", 4, 100))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -24,7 +24,7 @@ def test_layer_vector_is_the_seeded_unit_vector():
 def test_layer_transform_matches_float64_formula(dtype, hidden):
     g = torch.Generator().manual_seed(hidden)
     x = (torch.randn(7, hidden, generator=g) * 20).to(dtype)
-    v = reference.layer_vector("blk", 0, hidden)
+    v = layer_vector("blk", 0, hidden)
     y = reference.apply_layer_transform(x, v)
     assert y.dtype == dtype and y.shape == x.shape
     x64, v64 = x.double(), v.double()
@@ -41,7 +41,7 @@ def test_layer_transform_matches_float64_formula(dtype, hidden):
 def test_layer_transform_keeps_leading_dims_and_zero_rows():
     x = torch.zeros(2, 3, 16)
     x[0, 1] = 1.0
-    v = reference.layer_vector("blk", 1, 16)
+    v = layer_vector("blk", 1, 16)
     y = reference.apply_layer_transform(x, v)
     assert y.shape == (2, 3, 16)
     assert torch.equal(y[1], torch.zeros(3, 16))  # the epsilon keeps zero rows at zero, not NaN
@@ -49,10 +49,10 @@ def test_layer_transform_keeps_leading_dims_and_zero_rows():
 
 
 def test_layer_transform_bad_input():
-    v = reference.layer_vector("blk", 1, 16)
+    v = layer_vector("blk", 1, 16)
     with pytest.raises(ValueError, match="v must be a 1-D tensor of size 16"):
         reference.apply_layer_transform(torch.randn(2, 16), torch.randn(15))
     with pytest.raises(TypeError, match="x must be a floating tensor"):
         reference.apply_layer_transform(torch.ones(2, 16, dtype=torch.int64), v)
     with pytest.raises(ValueError, match="layer"):
-        reference.layer_vector("blk", -1, 16)
+        layer_vector("blk", -1, 16)

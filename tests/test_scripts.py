@@ -1,6 +1,7 @@
 """The experiment scripts of python/ run against the public API (what `make run` runs)."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -9,11 +10,65 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+# A sitecustomize that makes vLLM unimportable, as on a machine without it (even where it is installed).
+HIDE_VLLM = """
+import sys
 
-def _run(script, *args):
+
+class _NoVllm:
+    def find_spec(self, name, path=None, target=None):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
+        return None
+
+
+sys.meta_path.insert(0, _NoVllm())
+"""
+
+
+def _run(script, *args, env=None):
     return subprocess.run(
-        [sys.executable, str(ROOT / "python" / script), *args], capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / "python" / script), *args], capture_output=True, text=True, timeout=300, env=env
     )
+
+
+def _env_without_vllm(tmp_path) -> dict:
+    site = tmp_path / "hide-vllm"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(HIDE_VLLM)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "POC_KERNELS_NO_VLLM": "1", "PYTHONPATH": path}
+
+
+def test_weights_and_make_run_work_without_vllm(tiny_qwen3, tmp_path):
+    """POC_KERNELS_NO_VLLM=1 with vLLM unimportable: the weights module, model_path and make run's round."""
+    env = _env_without_vllm(tmp_path)
+    code = (
+        "import sys\n"
+        "try:\n"
+        "    import vllm\n"
+        "    raise SystemExit('vllm is importable')\n"
+        "except ModuleNotFoundError:\n"
+        "    pass\n"
+        "import poc_kernels, poc_kernels.validation, poc_kernels.weights as w\n"
+        "w.smollm2_dir = lambda: '/converted/smollm2'\n"
+        "sys.path.insert(0, 'python')\n"
+        "import _common\n"
+        "assert _common.model_path(None) == '/converted/smollm2'\n"
+        "assert not _common.vllm_wanted()\n"
+        "assert w.smollm2_tokenizer_dir().is_dir()\n"
+        "assert not any(m == 'vllm' or m.startswith('vllm.') for m in sys.modules), 'vllm was imported'\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+    # the round itself ("auto" engine, as `POC_KERNELS_NO_VLLM=1 make run` runs it)
+    args = "--nonces 5 --batch-size 2 --seq-len 8".split()
+    proc = _run("poc_round.py", "--model", str(tiny_qwen3[0]), "--out-dir", str(tmp_path), *args, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "poc_round.json").read_text())
+    assert out["engine"] == "transformers" and len(out["distances"]) == 5
+    assert "valid nonces" in proc.stdout and "throughput" in proc.stdout
 
 
 def test_distance_distribution_json():
@@ -33,10 +88,8 @@ def test_distance_distribution_table():
 
 
 def test_cross_block_spread_json():
-    proc = _run(
-        "cross_block_spread.py", "--nonces", "100", "--hidden-size", "32",
-        "--block-hashes", "b1", "b2", "--public-keys", "k1", "--json",
-    )
+    args = "--nonces 100 --hidden-size 32 --block-hashes b1 b2 --public-keys k1 --json".split()
+    proc = _run("cross_block_spread.py", *args)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert set(out["block_means"]) == {"b1", "b2"}
@@ -51,10 +104,8 @@ def test_scripts_reject_bad_arguments(args, msg):
 
 
 def test_poc_round_through_transformers(tiny_qwen3, tmp_path):
-    proc = _run(
-        "poc_round.py", "--model", str(tiny_qwen3[0]), "--engine", "transformers", "--nonces", "6",
-        "--batch-size", "4", "--seq-len", "8", "--out-dir", str(tmp_path),
-    )
+    args = "--engine transformers --nonces 6 --batch-size 4 --seq-len 8".split()
+    proc = _run("poc_round.py", "--model", str(tiny_qwen3[0]), "--out-dir", str(tmp_path), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads((tmp_path / "poc_round.json").read_text())
     assert out["engine"] == "transformers" and out["nonces"] == list(range(6)) and len(out["distances"]) == 6
@@ -63,10 +114,8 @@ def test_poc_round_through_transformers(tiny_qwen3, tmp_path):
 
 
 def test_trained_structure_and_model_spread_scripts(tiny_qwen3):
-    proc = _run(
-        "trained_structure.py", "--model", str(tiny_qwen3[0]), "--engine", "transformers", "--nonces", "6",
-        "--seq-len", "8", "--json",
-    )
+    args = "--engine transformers --nonces 6 --seq-len 8 --json".split()
+    proc = _run("trained_structure.py", "--model", str(tiny_qwen3[0]), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     for key in ("trained_lm_head", "random_lm_head_only", "full_sign_flip_pipeline"):
@@ -74,10 +123,8 @@ def test_trained_structure_and_model_spread_scripts(tiny_qwen3):
     assert out["hidden"]["hidden_size"] == 64
     split = out["full_pipeline_by_outlier_sign"]
     assert split["+"]["nonces"] + split["-"]["nonces"] == 6 and 0 <= split["dim"] < 64
-    proc = _run(
-        "cross_block_spread.py", "--source", "model", "--model", str(tiny_qwen3[0]), "--engine", "transformers",
-        "--nonces", "4", "--seq-len", "8", "--block-hashes", "b1", "b2", "--public-keys", "k1", "--json",
-    )
+    args = "--source model --engine transformers --nonces 4 --seq-len 8 --block-hashes b1 b2 --public-keys k1 --json"
+    proc = _run("cross_block_spread.py", "--model", str(tiny_qwen3[0]), *args.split())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(json.loads(proc.stdout)["block_means"]) == {"b1", "b2"}
 

@@ -306,9 +306,9 @@ def test_vector_mismatch_rule():
     g = np.random.default_rng(5)
     honest = g.standard_normal((6, 12)) * 0.3
     noise = np.zeros_like(honest)
-    noise[1, 0] = 0.2   # L2 0.2 > 0.173663: mismatch
+    noise[1, 0] = 0.2  # L2 0.2 > 0.173663: mismatch
     noise[2, 3] = 0.17  # below the study's threshold
-    noise[4] = 0.1      # L2 sqrt(12) * 0.1 = 0.346: mismatch
+    noise[4] = 0.1  # L2 sqrt(12) * 0.1 = 0.346: mismatch
     claimed = honest + noise
     expected = [False, True, False, False, True, False]
     assert validation.vector_distances(claimed, honest) == pytest.approx(np.linalg.norm(noise, axis=1))
@@ -336,13 +336,25 @@ def test_vector_mismatch_rule():
 
 PROOF_FIELDS = ["public_key", "block_hash", "block_height", "nonces", "dist", "node_id"]
 VALIDATED_FIELDS = PROOF_FIELDS + [
-    "received_dist", "r_target", "fraud_threshold", "p_honest", "n_invalid", "probability_honest", "fraud_detected",
+    "received_dist",
+    "r_target",
+    "fraud_threshold",
+    "p_honest",
+    "n_invalid",
+    "probability_honest",
+    "fraud_detected",
 ]
 
 
 def _batch(**kw):
-    fields = dict(public_key="node_A", block_hash="block_alpha", block_height=1234, node_id=3,
-                  nonces=[5, 17, 2, 2**32 - 1], dist=[1.40, 1.4199, 1.403, 1.39])
+    fields = dict(
+        public_key="node_A",
+        block_hash="block_alpha",
+        block_height=1234,
+        node_id=3,
+        nonces=[5, 17, 2, 2**32 - 1],
+        dist=[1.40, 1.4199, 1.403, 1.39],
+    )
     fields.update(kw)
     return ProofBatch(**fields)
 
@@ -435,16 +447,18 @@ def test_validated_batch_verdict():
     assert honest.n_invalid == 0 and honest.probability_honest == 1.0 and honest.fraud_detected is False
     # one mismatch in 3 at the vector rate 2% is not significant; at the distance rate 5e-4 it is
     one = [1.40, 1.42, 1.39]
-    assert not ValidatedBatch.from_proof_batch(batch.sub_batch(r), one, r_target=r, fraud_threshold=0.05,
-                                               p_honest=0.02).fraud_detected
+    assert not ValidatedBatch.from_proof_batch(
+        batch.sub_batch(r), one, r_target=r, fraud_threshold=0.05, p_honest=0.02
+    ).fraud_detected
     assert ValidatedBatch.from_proof_batch(batch.sub_batch(r), one, r_target=r, fraud_threshold=0.05).fraud_detected
     empty = ValidatedBatch.from_proof_batch(batch.sub_batch(1.0), [], r_target=1.0, fraud_threshold=0.01)
     assert empty.n_invalid == 0 and empty.probability_honest == 1.0 and not empty.fraud_detected
 
 
 def test_validated_batch_json_round_trip():
-    vb = ValidatedBatch.from_proof_batch(_batch(), np.array([1.40, 1.40, 1.415, 1.41], dtype=np.float32),
-                                         r_target=1.41, fraud_threshold=0.01)
+    vb = ValidatedBatch.from_proof_batch(
+        _batch(), np.array([1.40, 1.40, 1.415, 1.41], dtype=np.float32), r_target=1.41, fraud_threshold=0.01
+    )
     text = vb.model_dump_json()
     data = json.loads(text)
     assert list(data) == VALIDATED_FIELDS
@@ -497,7 +511,7 @@ def test_from_proof_batch_bad_input():
 def test_default_weights_are_the_documented_zipf_law():
     w = validation.default_weights()
     assert w.shape == (377,) and w.sum() == pytest.approx(1.0) and np.all(np.diff(w) < 0)
-    assert w[0] == pytest.approx(0.154, abs=5e-4)          # the largest validator
+    assert w[0] == pytest.approx(0.154, abs=5e-4)  # the largest validator
     assert w[:10].sum() == pytest.approx(0.450, abs=5e-4)  # the ten largest
     assert 1 / np.sum(w * w) == pytest.approx(25.8, abs=0.05)
     assert np.allclose(validation.default_weights(5, 0.0), 0.2)
@@ -567,7 +581,7 @@ def test_simulation_is_reproducible_and_independent_of_chunking(monkeypatch):
     w = validation.default_weights(40)
     a = validation.simulate_network(w, 0.03, 100, 0.05, 0.5, 3000, seed=5, progress=False)
     b = validation.simulate_network(w, 0.03, 100, 0.05, 0.5, 3000, seed=5, progress=False)
-    monkeypatch.setattr(validation, "_SIM_CHUNK_ELEMENTS", 7 * 40 + 3)
+    monkeypatch.setattr(validation.network, "_SIM_CHUNK_ELEMENTS", 7 * 40 + 3)
     c = validation.simulate_network(w, 0.03, 100, 0.05, 0.5, 3000, seed=5, progress=False)
     d = validation.simulate_network(w, 0.03, 100, 0.05, 0.5, 3000, seed=6, progress=False)
     assert np.array_equal(a.shares, b.shares) and a.to_dict() == b.to_dict()

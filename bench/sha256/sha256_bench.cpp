@@ -7,9 +7,9 @@
 //
 // Build and run: `make bench-sha256` (see bench/README.md).
 #define OPENSSL_SUPPRESS_DEPRECATED
+#include <omp.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
-#include <omp.h>
 
 #include <chrono>
 #include <cstdio>

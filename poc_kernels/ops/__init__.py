@@ -1,11 +1,15 @@
-"""Triton kernels of poc_kernels (the ``"triton"`` backend).
+"""Former name of :mod:`poc_kernels.backends.triton`, kept so that old imports keep working.
 
-One op family per module: ``_streams`` (device functions of the contract's
-streams), ``distances`` (fused distances), ``inputs`` (input embeddings and the
-materialized lm_head), ``layer_hook`` (the layer-hook transform), then
-``custom_ops`` (torch.library registration) and ``backend`` (the glue the
-public API calls). ``configs`` holds the fixed launch configurations and
-``compile_check`` compiles them for real GPUs.
-
-Importing this package does not import Triton; its modules do.
+``poc_kernels.ops.<module>`` is the same module object as
+``poc_kernels.backends.triton.<module>`` (importing this package imports Triton).
 """
+
+import importlib as _importlib
+import sys as _sys
+
+_MODULES = ("_streams", "backend", "compile_check", "configs", "custom_ops", "distances", "inputs", "layer_hook")
+
+for _name in _MODULES:
+    _module = _importlib.import_module(f"poc_kernels.backends.triton.{_name}")
+    _sys.modules[f"{__name__}.{_name}"] = _module
+    globals()[_name] = _module

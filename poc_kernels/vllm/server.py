@@ -274,7 +274,7 @@ def main(argv: Optional[list] = None) -> int:
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    from .runner import WORKER_EXTENSION
+    from .protocol import WORKER_EXTENSION
 
     parser = FlexibleArgumentParser(description="A PoC v2 node: the /api/v1/pow API on a vLLM engine")
     parser.add_argument("--host", default="127.0.0.1")

@@ -2,19 +2,22 @@
 
 Pass ``worker_extension_cls="poc_kernels.vllm.PoCWorkerExtension"`` to
 ``vllm.LLM`` (or ``--worker-extension-cls`` to ``vllm serve``); the driver side
-(:mod:`poc_kernels.vllm.runner`) calls its methods with ``collective_rpc``.
+(:mod:`poc_kernels.vllm.runner`) calls its methods with ``collective_rpc``,
+by the names and with the wire forms of :mod:`poc_kernels.vllm.protocol`.
 
 How a PoC batch runs. The driver submits one request per nonce through the
 engine's own scheduler, with the nonce's random input embeddings as
-``prompt_embeds`` and ``max_tokens=1``, and request ids
-``f"{tag}-{index}"``. On every worker a wrapper around the model runner's
+``prompt_embeds`` and ``max_tokens=1``, under the protocol's request ids
+(batch tag and index). On every worker a wrapper around the model runner's
 logits step records, for the requests of an active tag, the hidden state the
 runner hands to ``compute_logits``: the final-norm hidden state of each
 request's last scheduled token. Chunked prefill also passes the last row of
 every unfinished chunk; the last row recorded for a request is its final
 position. After the requests finish, ``poc_finish`` stacks the rows in nonce
 order and computes the distances on the worker's device with
-``poc_kernels.compute_distances`` (the fused backend of that device).
+``poc_kernels.compute_distances`` (the fused backend of that device). Layer
+hooks transform through ``poc_kernels.apply_layer_transform``, which picks the
+kernel for the device.
 
 - vLLM's v1 model runner (CPU, and CUDA unless the newer runner is chosen)
   computes logits inside ``execute_model``; the rows are in
@@ -40,6 +43,8 @@ import threading
 from typing import Any, Optional
 
 import torch
+
+from .protocol import FinishRequest, WorkerInfo, check_tag, encode_result, parse_request_id
 
 logger = logging.getLogger("poc_kernels.vllm")
 
@@ -72,7 +77,7 @@ class _Capture:
             for row, req_id in enumerate(req_ids):
                 if req_id is None:
                     continue
-                tag, index = _split_request_id(req_id)
+                tag, index = parse_request_id(req_id)
                 rows = self.tags.get(tag)
                 if rows is not None:
                     picks.append(row)
@@ -84,14 +89,6 @@ class _Capture:
             for (rows, index), h in zip(slots, picked):
                 # the last row seen for a request is its final position (chunked prefill)
                 rows[index] = h
-
-
-def _split_request_id(req_id: str) -> tuple[Optional[str], int]:
-    # The engine appends "-<suffix>" to the id the driver chose ("<tag>-<index>").
-    parts = req_id.split("-")
-    if len(parts) >= 3 and parts[0].startswith("poc") and parts[1].isdigit():
-        return parts[0], int(parts[1])
-    return None, -1
 
 
 class PoCWorkerExtension:
@@ -109,23 +106,22 @@ class PoCWorkerExtension:
         model = runner.model
         config = runner.model_config
         last_pp, tp_rank = _pp_tp_ranks()
-        return {
-            "runner": f"{type(runner).__module__}.{type(runner).__name__}",
-            "device": str(runner.device),
-            "dtype": str(config.dtype).replace("torch.", ""),
-            "hidden_size": int(config.get_hidden_size()),
-            "num_layers": len(_decoder_layers(model)[2]),
-            "last_pp_rank": last_pp,
-            "tp_rank": tp_rank,
-            "enforce_eager": bool(config.enforce_eager),
-        }
+        return WorkerInfo(
+            runner=f"{type(runner).__module__}.{type(runner).__name__}",
+            device=str(runner.device),
+            dtype=str(config.dtype).replace("torch.", ""),
+            hidden_size=int(config.get_hidden_size()),
+            num_layers=len(_decoder_layers(model)[2]),
+            last_pp_rank=last_pp,
+            tp_rank=tp_rank,
+            enforce_eager=bool(config.enforce_eager),
+        ).to_wire()
 
     # ------------------------------------------------------------------ batches
 
     def poc_begin(self, tag: str) -> None:
-        """Start recording the rows of the requests ``f"{tag}-{index}"``."""
-        if not isinstance(tag, str) or not tag.startswith("poc") or "-" in tag:
-            raise ValueError(f"tag must be a str starting with 'poc' without '-', got {tag!r}")
+        """Start recording the rows of the requests of batch ``tag``."""
+        check_tag(tag)
         capture = self._poc_require_install()
         with capture.lock:
             capture.tags[tag] = {}
@@ -136,60 +132,46 @@ class PoCWorkerExtension:
         with capture.lock:
             capture.tags.pop(tag, None)
 
-    def poc_finish(
-        self,
-        tag: str,
-        block_hash: str,
-        public_key: str,
-        nonces: list,
-        sign_flips: bool = True,
-        backend: str = "auto",
-        return_hidden: bool = False,
-    ) -> Optional[dict]:
-        """Stop recording ``tag``; return the distances of its nonces (bytes), or None off the answering rank.
+    def poc_finish(self, request: dict) -> Optional[dict]:
+        """Stop recording a batch; return its result (``protocol.encode_result``), or None off the answering rank.
 
-        Returns ``{"n", "distances": float32 bytes, "hidden": float32 bytes or
-        None, "hidden_size", "device", "backend"}``; row ``i`` belongs to
-        ``nonces[i]`` (request ``f"{tag}-{i}"``).
+        ``request`` is a ``protocol.FinishRequest`` in wire form; row ``i`` of
+        the result belongs to ``request["nonces"][i]``.
         """
-        import poc_kernels
+        from ..api import auto_backend, compute_distances
 
+        req = FinishRequest.from_wire(request)
         capture = self._poc_require_install()
         with capture.lock:
-            rows = capture.tags.pop(tag, None)
+            rows = capture.tags.pop(req.tag, None)
         if rows is None:
-            raise ValueError(f"no PoC batch {tag!r} is being recorded on this worker (call poc_begin first)")
+            raise ValueError(f"no PoC batch {req.tag!r} is being recorded on this worker (call poc_begin first)")
         last_pp, tp_rank = _pp_tp_ranks()
         if not last_pp or tp_rank != 0:
             return None
-        n = len(nonces)
+        n = len(req.nonces)
         missing = [i for i in range(n) if i not in rows]
         if missing:
             raise RuntimeError(
-                f"PoC batch {tag!r}: no hidden state was recorded for {len(missing)} of {n} requests "
+                f"PoC batch {req.tag!r}: no hidden state was recorded for {len(missing)} of {n} requests "
                 f"(first missing index {missing[0]}); did every request finish?"
             )
         if set(rows) - set(range(n)):
             raise RuntimeError(
-                f"PoC batch {tag!r}: recorded rows for unknown indices {sorted(set(rows) - set(range(n)))}"
+                f"PoC batch {req.tag!r}: recorded rows for unknown indices {sorted(set(rows) - set(range(n)))}"
             )
         hidden = torch.stack([rows[i] for i in range(n)]) if n else torch.empty(0, 1)
-        used = poc_kernels.auto_backend(hidden.device) if backend == "auto" else backend
-        d = poc_kernels.compute_distances(hidden, block_hash, public_key, nonces, sign_flips=sign_flips, backend=used)
-        return {
-            "n": n,
-            "distances": d.cpu().numpy().tobytes(),
-            "hidden": hidden.float().cpu().numpy().tobytes() if return_hidden else None,
-            "hidden_size": int(hidden.shape[1]) if n else 0,
-            "device": str(hidden.device),
-            "backend": used,
-        }
+        used = auto_backend(hidden.device) if req.backend == "auto" else req.backend
+        d = compute_distances(
+            hidden, req.block_hash, req.public_key, req.nonces, sign_flips=req.sign_flips, backend=used
+        )
+        return encode_result(d, hidden, used, req.return_hidden)
 
     # ------------------------------------------------------------------ layer hooks (SPEC §7)
 
     def poc_set_layer_hooks(self, block_hash: str) -> int:
         """Install the layer hooks of ``block_hash`` on this worker's decoder layers; return how many."""
-        from poc_kernels import reference
+        from ..vectors import layer_vector
 
         self.poc_clear_layer_hooks()
         runner = self.model_runner
@@ -203,7 +185,7 @@ class PoCWorkerExtension:
         handles = []
         for offset, layer in enumerate(layers):
             index = start + offset
-            v = reference.layer_vector(block_hash, index, hidden, device=runner.device)
+            v = layer_vector(block_hash, index, hidden, device=runner.device)
             handles.append(layer.register_forward_hook(_layer_hook(v)))
         self._poc_layer_handles = handles
         return len(handles)
@@ -303,14 +285,9 @@ def _decoder_layers(model: Any) -> tuple[int, int, list]:
 
 def _layer_hook(v: torch.Tensor):
     """Forward hook replacing a decoder layer's hidden-state and residual outputs by the SPEC §7 transform."""
+    from ..api import apply_layer_transform
 
     def transform(x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cuda":
-            from poc_kernels.ops.backend import apply_layer_hook_
-
-            return apply_layer_hook_(x.contiguous(), v)
-        from poc_kernels.reference import apply_layer_transform
-
         return apply_layer_transform(x, v)
 
     def hook(module, inputs, output):

@@ -1,8 +1,8 @@
-"""The ``"triton"`` backend of the public API.
+"""The functions of the ``"triton"`` backend, on the API's validated arguments.
 
-Seeds are derived on the host (SHA-256), the target is built once per block
-hash, and everything per nonce runs in the Triton kernels through the custom
-ops of ``custom_ops``. Arguments arrive validated from ``poc_kernels.api``.
+Seeds are derived on the device (the extension's CUDA op) or on the host
+(SHA-256), the target is built once per block hash, and everything per nonce
+runs in the Triton kernels through the custom ops of ``custom_ops``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from typing import Optional
 
 import torch
 
-from .. import _custom_ops, reference
-from .._cache import LRUCache
-from ..seeds import derive_nonce_seeds, lm_head_seed
+from ... import _custom_ops
+from ..._cache import LRUCache
+from ..._checks import DistanceArgs, InputArgs
+from ...seeds import derive_nonce_seeds, lm_head_seed
+from ...vectors import target
 from . import custom_ops  # noqa: F401  (registers torch.ops.poc_kernels.triton_*)
 from .configs import config_for
 
@@ -25,7 +27,7 @@ def round_constants(block_hash: str, output_dim: int, device: torch.device) -> t
     """Return the cached unit target (float32 ``[D]``), its squared norm and the lm_head seed (int64 ``[1]``)."""
 
     def build():
-        t = reference.target(block_hash, output_dim, device=device).float()
+        t = target(block_hash, output_dim, device=device).float()
         seed = torch.tensor([lm_head_seed(block_hash)], dtype=torch.int64, device=device)
         return t, float(t.double().square().sum()), seed
 
@@ -40,17 +42,16 @@ def cached_lm_head(block_hash: str, hidden_size: int, output_dim: int, device: t
     )
 
 
-def resolve_lm_head(mode: str, device: torch.device, batch: int, hidden_size: int) -> str:
-    """Return ``"on_the_fly"`` or ``"cached"`` for ``mode``; ``"auto"`` picks the faster per size.
+def resolve_lm_head(mode: str) -> str:
+    """Return ``"on_the_fly"`` or ``"cached"`` for ``mode``; ``"auto"`` is ``"cached"``.
 
     By the roofline of bench/ROOFLINE.md the cached matrix wins at every size
     on H100-class GPUs: the nonce blocks that share a W tile run together and
     read it from L2, while generating a weight costs about 57 instructions per
-    nonce block. (The CPU interpreter is also far faster with it.)
+    nonce block. (The CPU interpreter is also far faster with it.) GPU timings
+    may refine this per size; until then no size argument is taken.
     """
-    if mode != "auto":
-        return mode
-    return "cached"
+    return "cached" if mode == "auto" else mode
 
 
 def clear_cache() -> None:
@@ -83,55 +84,34 @@ def device_seeds(
     return s.input.to(device), s.signs.to(device), s.reflections.to(device)
 
 
-def compute_distances(
-    last_hidden: torch.Tensor,
-    block_hash: str,
-    public_key: str,
-    nonce_list: torch.Tensor,  # int64 [B], validated
-    use_signs: bool,
-    output_dim: int,
-    num_reflections: int,
-    lm_head: str = "auto",
-) -> torch.Tensor:
+def compute_distances(args: DistanceArgs) -> torch.Tensor:
+    """Return the distances (SPEC §5) as float32 ``[B]`` on ``args.last_hidden``'s device."""
+    last_hidden = args.last_hidden
     device = last_hidden.device
     config_for(device)  # raises a clear error on an unsupported device
     b, hidden = last_hidden.shape
     if b == 0:
         return torch.empty(0, dtype=torch.float32, device=device)
     _, signs, refl = device_seeds(
-        block_hash, public_key, nonce_list, num_reflections, device, need_input=False, need_post=True
+        args.block_hash, args.public_key, args.nonces, args.num_reflections, device, need_input=False, need_post=True
     )
-    t, tt, seed = round_constants(block_hash, output_dim, device)
-    mode = resolve_lm_head(lm_head, device, b, hidden)
-    w: Optional[torch.Tensor] = cached_lm_head(block_hash, hidden, output_dim, device) if mode == "cached" else None
+    t, tt, seed = round_constants(args.block_hash, args.output_dim, device)
+    w: Optional[torch.Tensor] = None
+    if resolve_lm_head(args.lm_head) == "cached":
+        w = cached_lm_head(args.block_hash, hidden, args.output_dim, device)
     return torch.ops.poc_kernels.triton_distances(
-        last_hidden,
-        signs,
-        refl,
-        t,
-        w,
-        seed,
-        output_dim,
-        tt,
-        use_signs,
+        last_hidden, signs, refl, t, w, seed, args.output_dim, tt, args.sign_flips
     )
 
 
-def generate_inputs(
-    block_hash: str,
-    public_key: str,
-    nonce_list: torch.Tensor,  # int64 [B], validated
-    seq_len: int,
-    hidden_size: int,
-    dtype: torch.dtype,
-    device: torch.device,
-    out: Optional[torch.Tensor],
-) -> torch.Tensor:
-    config_for(device)
-    if out is None:
-        out = torch.empty(len(nonce_list), seq_len, hidden_size, dtype=dtype, device=device)
-    if len(nonce_list):
-        seeds, _, _ = device_seeds(block_hash, public_key, nonce_list, 0, device, need_input=True, need_post=False)
+def generate_inputs(args: InputArgs) -> torch.Tensor:
+    """Return the input embeddings (SPEC §6) in one launch; ``args.out`` when given."""
+    config_for(args.device)
+    out = args.output()
+    if len(args.nonces):
+        seeds, _, _ = device_seeds(
+            args.block_hash, args.public_key, args.nonces, 0, args.device, need_input=True, need_post=False
+        )
         torch.ops.poc_kernels.triton_generate_inputs_(seeds, out)
     return out
 
@@ -139,20 +119,17 @@ def generate_inputs(
 HOOK_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def apply_layer_hook_(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Apply the layer-hook transform (SPEC §7) to ``x`` ``[..., H]`` in place; return ``x``.
+def layer_transform_(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Apply the layer transform (SPEC §7) to ``x`` ``[..., H]`` in place, one launch; return ``x``.
 
     ``x`` is fp16, bf16 or fp32 with contiguous rows; ``v`` is the layer's unit
-    vector ``[H]`` on the same device. Only host-side checks, no synchronization:
-    safe to call while a CUDA graph is being captured.
+    vector ``[H]`` on the same device (the API has checked both shapes). Only
+    host-side checks, no synchronization: safe to call while a CUDA graph is
+    being captured.
     """
-    if not isinstance(x, torch.Tensor) or x.dtype not in HOOK_DTYPES:
-        raise TypeError(f"x must be a float16, bfloat16 or float32 tensor, got {getattr(x, 'dtype', type(x))}")
-    if x.dim() < 1 or x.shape[-1] < 1:
-        raise ValueError(f"x must be [..., hidden] with hidden >= 1, got shape {tuple(x.shape)}")
+    if x.dtype not in HOOK_DTYPES:
+        raise TypeError(f"x must be a float16, bfloat16 or float32 tensor for the Triton backend, got {x.dtype}")
     h = x.shape[-1]
-    if not isinstance(v, torch.Tensor) or v.shape != (h,) or not v.dtype.is_floating_point:
-        raise ValueError(f"v must be a float tensor of shape ({h},), got {getattr(v, 'shape', type(v))}")
     if v.device != x.device:
         raise ValueError(f"v is on {v.device} but x is on {x.device}")
     # [T, H] rows with stride 1 along H (any row stride), or a contiguous tensor of any rank

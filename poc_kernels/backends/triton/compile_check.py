@@ -5,7 +5,7 @@ can use (``configs.GPU_CONFIGS`` x input/output dtypes x flags) and each
 requested architecture, and reports registers, spills, stack and shared memory
 from the ptxas log and ``cuobjdump -res-usage`` of the cubin.
 
-    python -m poc_kernels.ops.compile_check --arch 80 90 [--json]
+    python -m poc_kernels.backends.triton.compile_check --arch 80 90 [--json]
 
 Exits with status 1 when a variant spills or fails to compile. Must run with
 ``TRITON_INTERPRET`` unset: the interpreter replaces ``@triton.jit`` functions.
@@ -22,9 +22,11 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import Optional
 
-from .configs import GPU_CONFIGS, Config, interpreter_enabled
+from ...constants import NUM_REFLECTIONS
+from . import interpreter_enabled
+from .configs import GPU_CONFIGS, Config
 
 DTYPES = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}
 # seeds derived on the host arrive as int64, seeds derived on a GPU (the extension's CUDA op) as uint32
@@ -36,9 +38,9 @@ class Variant:
     kernel: str
     config: str
     label: str
-    signature: Dict[str, str]
-    constexprs: Dict[str, object]
-    options: Dict[str, object]
+    signature: dict[str, str]
+    constexprs: dict[str, object]
+    options: dict[str, object]
 
 
 @dataclass
@@ -54,20 +56,18 @@ class Report:
     stack: Optional[int] = None
     shared: Optional[int] = None
     error: Optional[str] = None
-    extra: Dict[str, object] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
 
-def shipped_variants(cfg: Config) -> List[Variant]:
+def shipped_variants(cfg: Config) -> list[Variant]:
     """Return every kernel variant the launchers compile under ``cfg``."""
-    from .distances import prep_block_p  # noqa: F401  (same module the launchers use)
-
-    out: List[Variant] = []
+    out: list[Variant] = []
     for (dname, ptr), seeds, use_signs in itertools.product(DTYPES.items(), SEED_TYPES, (True, False)):
         out.append(
             Variant(
                 "_prep_kernel",
                 cfg.name,
-                f"h={dname} seeds={seeds[1:]} signs={use_signs} R=8 block_p={cfg.prep_block_p}",
+                f"h={dname} seeds={seeds[1:]} signs={use_signs} R={NUM_REFLECTIONS} block_p={cfg.prep_block_p}",
                 {
                     "h_ptr": ptr,
                     "stride_hb": "i32",
@@ -83,7 +83,7 @@ def shipped_variants(cfg: Config) -> List[Variant]:
                     "ROWS": "constexpr",
                     "BLOCK_P": "constexpr",
                 },
-                {"USE_SIGNS": use_signs, "NUM_R": 8, "ROWS": cfg.prep_rows, "BLOCK_P": cfg.prep_block_p},
+                {"USE_SIGNS": use_signs, "NUM_R": NUM_REFLECTIONS, "ROWS": cfg.prep_rows, "BLOCK_P": cfg.prep_block_p},
                 {"num_warps": cfg.prep_warps, "enable_fp_fusion": True},
             )
         )
@@ -248,7 +248,7 @@ def compile_variant(variant: Variant, arch: int) -> Report:
     return report
 
 
-def run(archs: List[int], configs=GPU_CONFIGS) -> List[Report]:
+def run(archs: list[int], configs=GPU_CONFIGS) -> list[Report]:
     """Compile every shipped variant of ``configs`` for every arch in ``archs``."""
     return [compile_variant(v, arch) for cfg in configs for v in shipped_variants(cfg) for arch in archs]
 

@@ -5,6 +5,7 @@ For nonce ``b`` with hidden state ``h``, sign flips ``s``, reflection vectors
 ``W = 0.02 * N(seed_lm, D*H).view(D, H)`` and unit target ``t``::
 
     x = (h * s) / max|h|                   # the scale cancels below; it keeps fp32 in range
+                                           # (rows with max|h| < 2**-64 are first scaled by 2**64, exactly)
     x = x - 2 (x·n_r) / (n_r·n_r) n_r      # r = 0..R-1, i.e. x = H_{R-1} ... H_0 x
     l = W x
     d = || l / ||l|| - t || = sqrt(1 + t·t - 2 (l·t) / ||l||)
@@ -37,9 +38,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ._streams import normal_pair, sign_flip
+from ._streams import LM_HEAD_SCALE, normal_pair, sign_flip
 from .configs import Config, config_for
 
+#: Rows whose max |h| is below this (2**-64) are scaled up by PRE_SCALE (2**64) before 1 / max|h|.
+TINY_MAX = tl.constexpr(2.0**-64)
+PRE_SCALE = tl.constexpr(2.0**64)
 
 # ----------------------------------------------------------------------------- kernels
 
@@ -80,11 +84,17 @@ def _prep_kernel(
         a = tl.load(h_rows + j * stride_hh, mask=ma, other=0.0).to(tl.float32)
         c = tl.load(h_rows + (P + j) * stride_hh, mask=mb, other=0.0).to(tl.float32)
         # v != v catches NaN, |v| == inf catches Inf (tl.maximum may drop NaN on GPUs).
-        bad += ((a != a) | (c != c) | (tl.abs(a) == float("inf")) | (tl.abs(c) == float("inf"))).to(tl.int32)
+        nan = (a != a) | (c != c)  # noqa: PLR0124  (v != v is the NaN test)
+        bad += (nan | (tl.abs(a) == float("inf")) | (tl.abs(c) == float("inf"))).to(tl.int32)
         hmax = tl.maximum(hmax, tl.maximum(tl.abs(a), tl.abs(c)))
     scale_max = tl.max(hmax, axis=1)
     ok = (tl.sum(bad, axis=1) == 0) & (scale_max > 0.0)
-    inv = tl.where(ok, 1.0 / tl.where(ok, scale_max, 1.0), float("nan"))[:, None]
+    # 1 / max|h| overflows float32 when max|h| < 2**-128 (subnormal rows): such a row is first scaled up by
+    # 2**64, which is exact, so the others keep the same operations (and bits) and the scale still cancels.
+    tiny = scale_max < TINY_MAX
+    pre = tl.where(tiny, PRE_SCALE, 1.0)[:, None]
+    inv = tl.where(ok, 1.0 / tl.where(ok, tl.where(tiny, scale_max * PRE_SCALE, scale_max), 1.0), float("nan"))
+    inv = inv[:, None]
 
     # Pass 1: scaled, sign-flipped x and the dot products of the first reflection.
     sign_seed = tl.load(sign_seed_ptr + rows, mask=mrow, other=0).to(tl.uint32)[:, None]
@@ -97,8 +107,8 @@ def _prep_kernel(
         j = (j0 + offs)[None, :]
         ma = mrow[:, None] & (j < P)
         mb = mrow[:, None] & ((P + j) < H)
-        xa = tl.load(h_rows + j * stride_hh, mask=ma, other=0.0).to(tl.float32) * inv
-        xb = tl.load(h_rows + (P + j) * stride_hh, mask=mb, other=0.0).to(tl.float32) * inv
+        xa = (tl.load(h_rows + j * stride_hh, mask=ma, other=0.0).to(tl.float32) * pre) * inv
+        xb = (tl.load(h_rows + (P + j) * stride_hh, mask=mb, other=0.0).to(tl.float32) * pre) * inv
         if USE_SIGNS:
             ju = j.to(tl.uint32)
             xa = xa * sign_flip(sign_seed, ju)
@@ -160,14 +170,14 @@ def _lm_head_tile(seed, o, kk, H, P, D, HALF, PAIRED: tl.constexpr):
         m = (kk[:, None] < H) & (o[None, :] < HALF)
         j = o[None, :].to(tl.uint32) * H.to(tl.uint32) + kk[:, None].to(tl.uint32)
         c, s = normal_pair(seed, j, P)
-        return tl.where(m, 0.02 * c, 0.0), tl.where(m, 0.02 * s, 0.0)
+        return tl.where(m, LM_HEAD_SCALE * c, 0.0), tl.where(m, LM_HEAD_SCALE * s, 0.0)
     else:
         # Any D: element (o, k) is N[f], f = o*H + k; f < P is a cosine, else the sine of pair f - P.
         m = (kk[:, None] < H) & (o[None, :] < D)
         f = o[None, :].to(tl.uint32) * H.to(tl.uint32) + kk[:, None].to(tl.uint32)
         is_cos = f < P
         c, s = normal_pair(seed, tl.where(is_cos, f, f - P), P)
-        return tl.where(m, 0.02 * tl.where(is_cos, c, s), 0.0), tl.zeros_like(c)
+        return tl.where(m, LM_HEAD_SCALE * tl.where(is_cos, c, s), 0.0), tl.zeros_like(c)
 
 
 @triton.jit

@@ -22,13 +22,15 @@ from typing import Optional
 
 import torch
 
-from . import _custom_ops as ops
-from ._cache import LRUCache
-from .constants import LM_HEAD_SCALE
-from .reference import tree_sum
-from .seeds import lm_head_seed, target_seed
+from .. import _custom_ops as ops
+from .._cache import LRUCache
+from .._checks import DistanceArgs, InputArgs
+from ..constants import LM_HEAD_SCALE
+from ..seeds import lm_head_seed, target_seed
+from ..vectors import norm
+from . import Backend, register_backend
 
-__all__ = ["CACHE_SIZE", "compute_distances", "generate_inputs", "projection", "clear_cache"]
+__all__ = ["CACHE_SIZE", "clear_cache", "compute_distances", "generate_inputs", "projection"]
 
 #: Number of ``(block_hash, H, D)`` projections kept (each is ``4*D*H`` bytes: 32 MiB at H=1024).
 CACHE_SIZE = 4
@@ -41,7 +43,7 @@ def _build_projection(block_hash: str, hidden_size: int, output_dim: int) -> tup
     t = torch.empty(1, output_dim, dtype=torch.float32)
     ops.normal_(t, torch.tensor([target_seed(block_hash)]))
     t = t[0].double()
-    t = t / torch.sqrt(tree_sum(t * t))
+    t = t / norm(t)
     return w.view(output_dim, hidden_size), t
 
 
@@ -60,47 +62,28 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def compute_distances(
-    last_hidden: torch.Tensor,
-    block_hash: str,
-    public_key: str,
-    nonce_list: torch.Tensor,  # int64 [B], validated
-    use_signs: bool,
-    output_dim: int,
-    num_reflections: int,
-) -> torch.Tensor:
-    """Return the distances (SPEC §5) as float32 ``[B]`` on the CPU; arguments are already validated."""
-    b, hidden = last_hidden.shape
+def compute_distances(args: DistanceArgs) -> torch.Tensor:
+    """Return the distances (SPEC §5) as float32 ``[B]`` on the CPU."""
+    b, hidden = args.last_hidden.shape
     if b == 0:
         return torch.empty(0, dtype=torch.float32)
-    w, t = projection(block_hash, hidden, output_dim)
-    nonces = torch.as_tensor(nonce_list, dtype=torch.int64)
-    _, signs, refl = ops.derive_seeds(block_hash, public_key, nonces, num_reflections, False, True)
-    return ops.compute_distances(last_hidden.to(torch.float32), w, t, signs if use_signs else None, refl)
+    w, t = projection(args.block_hash, hidden, args.output_dim)
+    _, signs, refl = ops.derive_seeds(args.block_hash, args.public_key, args.nonces, args.num_reflections, False, True)
+    return ops.compute_distances(args.last_hidden.to(torch.float32), w, t, signs if args.sign_flips else None, refl)
 
 
-def generate_inputs(
-    block_hash: str,
-    public_key: str,
-    nonce_list: torch.Tensor,  # int64 [B], validated
-    seq_len: int,
-    hidden_size: int,
-    dtype: torch.dtype,
-    device: torch.device,
-    out: Optional[torch.Tensor],
-) -> torch.Tensor:
-    """Return the input embeddings (SPEC §6) as ``[B, seq_len, H]`` in ``dtype`` on the CPU (arguments validated)."""
-    b, n = len(nonce_list), seq_len * hidden_size
-    if out is None:
-        out = torch.empty(b, seq_len, hidden_size, dtype=dtype, device=device)
+def generate_inputs(args: InputArgs) -> torch.Tensor:
+    """Return the input embeddings (SPEC §6) as ``[B, seq_len, H]`` in ``args.dtype`` on the CPU."""
+    b, n = len(args.nonces), args.seq_len * args.hidden_size
+    out = args.output()
     if b == 0:
         return out
-    seeds = ops.derive_seeds(block_hash, public_key, torch.as_tensor(nonce_list, dtype=torch.int64), 0, True, False)[0]
+    seeds = ops.derive_seeds(args.block_hash, args.public_key, args.nonces, 0, True, False)[0]
     rows = _row_view(out, b, n)
     if rows is not None and out.dtype in _NATIVE_DTYPES:
         ops.normal_(rows, seeds)
     else:  # a layout or dtype the op does not write: float32 values, cast once by the copy
-        out.copy_(ops.normal_(torch.empty(b, n, dtype=torch.float32), seeds).view(b, seq_len, hidden_size))
+        out.copy_(ops.normal_(torch.empty(b, n, dtype=torch.float32), seeds).view(b, args.seq_len, args.hidden_size))
     return out
 
 
@@ -111,3 +94,14 @@ def _row_view(out: torch.Tensor, b: int, n: int) -> Optional[torch.Tensor]:
     except RuntimeError:
         return None
     return rows if n <= 1 or rows.stride(1) == 1 else None
+
+
+if ops.HAS_EXT:
+    register_backend(
+        Backend(
+            "cpp",
+            supports=lambda device: device.type == "cpu",
+            compute_distances=compute_distances,
+            generate_inputs=generate_inputs,
+        )
+    )

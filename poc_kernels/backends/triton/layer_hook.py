@@ -18,10 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ...constants import LAYER_HOOK_EPS
 from ._streams import cast_out
 from .configs import config_for
-
-LAYER_HOOK_EPS = 1e-8
 
 
 @triton.jit

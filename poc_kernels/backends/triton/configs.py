@@ -11,10 +11,11 @@ operation, not per element, so it gets large tiles.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
+
+from . import interpreter_enabled
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,6 @@ INTERPRETER = Config(
 
 #: Every configuration compiled for real GPUs.
 GPU_CONFIGS = (CUDA_SM80,)
-
-
-def interpreter_enabled() -> bool:
-    """Return whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def config_for(device: torch.device) -> Config:

@@ -16,10 +16,13 @@ or on batch composition.
 import triton
 import triton.language as tl
 
-#: 2π rounded to float32 (SPEC §3).
-TWO_PI_F32 = tl.constexpr(6.2831854820251465)
-#: 2**-32, exact in float32.
-INV_2_32 = tl.constexpr(2.3283064365386963e-10)
+from ... import constants
+
+# The contract's constants (poc_kernels.constants), as compile-time constants of the kernels.
+TWO_PI_F32 = tl.constexpr(constants.TWO_PI_F32)
+INV_2_32 = tl.constexpr(constants.INV_2_32)
+UNIFORM_MIN = tl.constexpr(constants.UNIFORM_MIN)
+LM_HEAD_SCALE = tl.constexpr(constants.LM_HEAD_SCALE)
 
 
 @triton.jit
@@ -53,7 +56,7 @@ def uniform(seed, index):
 @triton.jit
 def normal_pair(seed, j, p):
     # j and p are uint32 with p + j < 2**32.
-    u1 = tl.maximum(uniform(seed, j), 1e-10)
+    u1 = tl.maximum(uniform(seed, j), UNIFORM_MIN)
     u2 = uniform(seed, p + j)
     # sqrt_rn: tl.sqrt is an approximation on NVIDIA GPUs.
     rad = tl.sqrt_rn(-2.0 * tl.log(u1))
@@ -67,7 +70,7 @@ def round_to_bf16(x):
     # and the interpreter (which truncates) give the same bits; NaN stays NaN.
     bits = x.to(tl.uint32, bitcast=True)
     rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
-    rounded = tl.where(x != x, 0x7FC0, rounded)
+    rounded = tl.where(x != x, 0x7FC0, rounded)  # noqa: PLR0124  (x != x: NaN; no isnan in every Triton)
     return rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
 
 

@@ -17,10 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ...constants import LM_HEAD_SCALE
 from ._streams import cast_out, normal_pair
 from .configs import config_for
-
-LM_HEAD_SCALE = 0.02
 
 
 @triton.jit

@@ -1,0 +1,21 @@
+"""The package's environment switches, read in one place."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+#: Disables the C++/CUDA extension, at build time and at import.
+NO_EXT = "POC_KERNELS_NO_EXT"
+#: Runs without vLLM: the Makefile does not install it, ``make run`` uses transformers, the vLLM tests skip.
+NO_VLLM = "POC_KERNELS_NO_VLLM"
+
+
+def env_flag(name: str) -> bool:
+    """Return whether the environment variable ``name`` is set to a true value (1, true, yes, on)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def vllm_wanted() -> bool:
+    """Return whether to run through vLLM: it is installed and :data:`NO_VLLM` is not set."""
+    return not env_flag(NO_VLLM) and importlib.util.find_spec("vllm") is not None

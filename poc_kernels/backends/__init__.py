@@ -1,0 +1,92 @@
+"""The backends of the public API: one typed contract, one registry, one module (or package) per backend.
+
+A backend is a :class:`Backend`: a name, the devices it runs on, and one
+function per operation, each taking the validated arguments that
+``poc_kernels.api`` builds (:class:`DistanceArgs`, :class:`InputArgs`, or the
+checked ``(x, v)`` of the layer transform). Each backend module registers
+itself with :func:`register_backend` when it is imported; this package
+imports them all, in the order ``backend="auto"`` prefers them:
+
+- ``triton`` (:mod:`poc_kernels.backends.triton`): fused Triton kernels on CUDA
+  GPUs (and on the CPU under ``TRITON_INTERPRET=1``); Triton itself is
+  imported on first use;
+- ``cpp`` (:mod:`poc_kernels.backends.cpp`): the C++ extension on CPU tensors,
+  registered only when the extension is built;
+- ``reference`` (:mod:`poc_kernels.backends.reference`): the oracle, on any
+  device.
+
+No backend but ``reference`` imports the oracle, so testing a backend against
+it is never circular.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .._checks import DistanceArgs, InputArgs
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "DistanceArgs",
+    "InputArgs",
+    "get",
+    "register_backend",
+    "registered",
+]
+
+#: Every backend name the API knows, in the order ``"auto"`` prefers them.
+BACKENDS = ("triton", "cpp", "reference")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One implementation of the API's operations.
+
+    ``supports(device)``: the backend can run on ``device``; ``preferred(device)``
+    (default: ``supports``): ``backend="auto"`` may pick it there.
+    ``layer_transform_`` is None when the backend does not implement the layer
+    transform (``auto`` then goes on to the next backend).
+    """
+
+    name: str
+    supports: Callable[[torch.device], bool]
+    #: distances (SPEC §5) as float32 ``[B]`` on ``args.last_hidden``'s device
+    compute_distances: Callable[[DistanceArgs], torch.Tensor]
+    #: input embeddings (SPEC §6), ``args.out`` when given
+    generate_inputs: Callable[[InputArgs], torch.Tensor]
+    #: the layer transform (SPEC §7) of ``x [..., H]`` with the unit vector ``v [H]``, in place; returns ``x``
+    layer_transform_: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+    preferred: Optional[Callable[[torch.device], bool]] = None
+
+    def is_preferred(self, device: torch.device) -> bool:
+        return (self.preferred or self.supports)(device)
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> None:
+    """Make ``backend`` available to the API (each backend module calls it when it is imported)."""
+    if not isinstance(backend, Backend):
+        raise TypeError(f"backend must be a Backend, got {type(backend).__name__}")
+    if backend.name not in BACKENDS:
+        raise ValueError(f"unknown backend name {backend.name!r}; known: {BACKENDS}")
+    _REGISTRY[backend.name] = backend
+
+
+def registered() -> list[str]:
+    """Return the registered backend names, in the order ``"auto"`` prefers them."""
+    return [name for name in BACKENDS if name in _REGISTRY]
+
+
+def get(name: str) -> Backend:
+    """Return the registered backend ``name`` (KeyError when it is not registered)."""
+    return _REGISTRY[name]
+
+
+# Each module registers itself (the Triton one without importing Triton).
+from . import cpp, reference, triton  # noqa: E402, F401

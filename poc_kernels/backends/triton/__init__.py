@@ -1,0 +1,68 @@
+"""The ``"triton"`` backend: fused Triton kernels, registered as torch custom ops.
+
+One op family per module: ``_streams`` (device functions of the contract's
+streams), ``distances`` (fused distances), ``inputs`` (input embeddings and the
+materialized lm_head), ``layer_hook`` (the layer transform), then
+``custom_ops`` (torch.library registration) and ``backend`` (the functions the
+API calls). ``configs`` holds the fixed launch configurations and
+``compile_check`` compiles them for real GPUs
+(``python -m poc_kernels.backends.triton.compile_check``).
+
+Importing this package registers the backend (when Triton is installed) but
+does not import Triton: ``backend`` is imported on first use, so that
+``TRITON_INTERPRET`` can still be set before. On the CPU it runs only under
+that interpreter (how the CPU test suite checks it), and ``"auto"`` picks it
+only on CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from .. import Backend, register_backend
+
+
+def interpreter_enabled() -> bool:
+    """Return whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def supports(device: torch.device) -> bool:
+    """Return whether the Triton backend runs on ``device`` here."""
+    if device.type == "cuda":
+        return torch.cuda.is_available()
+    return device.type == "cpu" and interpreter_enabled()
+
+
+def _compute_distances(args):
+    from . import backend
+
+    return backend.compute_distances(args)
+
+
+def _generate_inputs(args):
+    from . import backend
+
+    return backend.generate_inputs(args)
+
+
+def _layer_transform_(x, v):
+    from . import backend
+
+    return backend.layer_transform_(x, v)
+
+
+if importlib.util.find_spec("triton") is not None:
+    register_backend(
+        Backend(
+            "triton",
+            supports=supports,
+            compute_distances=_compute_distances,
+            generate_inputs=_generate_inputs,
+            layer_transform_=_layer_transform_,
+            preferred=lambda device: device.type == "cuda" and supports(device),
+        )
+    )

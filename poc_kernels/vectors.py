@@ -1,0 +1,98 @@
+"""The contract's derived vectors (SPEC §4, §7) and the fixed-order sum they are normalized with.
+
+Every backend builds its per-block constants from here, and the oracle its
+per-nonce vectors, so no backend needs the oracle and the tests check these
+vectors against the contract's streams on their own:
+
+- ``lm_head``: ``W = 0.02 * N(seed_lm_head, D*H).view(D, H)`` (float32);
+- ``target``: ``t = N(seed_target, D) / ||N||`` (float64);
+- ``sign_flips``: ``+1`` where ``U(seed_signs) > 0.5``, else ``-1`` (float32);
+- ``reflection_vectors``: ``v_r = N(seed_r, H) / ||N||`` (float64);
+- ``layer_vector``: ``v_i = N(seed_layer_i, H) / ||N||`` (float32).
+
+Norms use :func:`tree_sum`, a fixed pairwise order of elementwise adds, so a
+vector never depends on the device's reduction heuristics or thread count.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import rng
+from ._checks import check_int, check_str
+from .constants import LM_HEAD_SCALE, POC_OUTPUT_DIM
+from .seeds import layer_seed, lm_head_seed, target_seed
+
+__all__ = [
+    "layer_vector",
+    "lm_head",
+    "norm",
+    "reflection_vectors",
+    "sign_flips",
+    "target",
+    "tree_sum",
+]
+
+
+def tree_sum(x: torch.Tensor) -> torch.Tensor:
+    """Return the sum over the last dim in a fixed pairwise order, same dtype and device.
+
+    Element ``i`` is added to element ``i + m/2`` for ``m`` the next power of two
+    (zero padded), and so on down to one value. Only elementwise adds are used,
+    so the result of a row never depends on the other rows, the device's
+    reduction heuristics or the thread count.
+    """
+    n = x.shape[-1]
+    if n == 0:
+        return x.new_zeros(x.shape[:-1])
+    m = 1 << (n - 1).bit_length()
+    if m != n:
+        x = torch.nn.functional.pad(x, (0, m - n))
+    while m > 1:
+        m //= 2
+        x = x[..., :m] + x[..., m:]
+    return x[..., 0]
+
+
+def norm(x: torch.Tensor) -> torch.Tensor:
+    """Return the L2 norm over the last dim with :func:`tree_sum` (same dtype and device)."""
+    return torch.sqrt(tree_sum(x * x))
+
+
+def lm_head(block_hash: str, hidden_size: int, output_dim: int = POC_OUTPUT_DIM, *, device="cpu") -> torch.Tensor:
+    """Return the random lm_head ``W = 0.02 * N(seed, D*H).view(D, H)`` as float32 ``[D, H]`` on ``device``."""
+    check_str(block_hash, "block_hash")
+    hidden_size = check_int(hidden_size, "hidden_size", 1)
+    output_dim = check_int(output_dim, "output_dim", 1)
+    w = rng.normal(lm_head_seed(block_hash), output_dim * hidden_size, device=torch.device(device))
+    return w.mul_(LM_HEAD_SCALE).view(output_dim, hidden_size)
+
+
+def target(block_hash: str, output_dim: int = POC_OUTPUT_DIM, *, device="cpu") -> torch.Tensor:
+    """Return the unit target ``t = N(seed, D) / ||N||`` as float64 ``[D]`` on ``device``."""
+    check_str(block_hash, "block_hash")
+    output_dim = check_int(output_dim, "output_dim", 1)
+    t = rng.normal(target_seed(block_hash), output_dim, device=torch.device(device)).double()
+    return t / norm(t)
+
+
+def sign_flips(seeds: torch.Tensor, hidden_size: int) -> torch.Tensor:
+    """Return the sign flips (+1 when ``U > 0.5``, else -1) as float32 ``[B, H]`` on ``seeds``' device."""
+    u = rng.uniform(seeds.reshape(-1), hidden_size)
+    return torch.where(u > 0.5, 1.0, -1.0).to(torch.float32)
+
+
+def reflection_vectors(seeds: torch.Tensor, hidden_size: int) -> torch.Tensor:
+    """Return unit vectors ``N(seed, H) / ||N||`` as float64 ``[*seeds.shape, H]`` on ``seeds``' device."""
+    v = rng.normal(seeds.reshape(-1), hidden_size).double()
+    v = v / norm(v)[:, None]
+    return v.view(*seeds.shape, hidden_size)
+
+
+def layer_vector(block_hash: str, layer: int, hidden_size: int, *, device="cpu") -> torch.Tensor:
+    """Return the unit layer-hook vector ``v_i = N(seed_layer_i, H) / ||N||`` as float32 ``[H]`` on ``device``."""
+    check_str(block_hash, "block_hash")
+    layer = check_int(layer, "layer", 0)
+    hidden_size = check_int(hidden_size, "hidden_size", 1)
+    v = rng.normal(layer_seed(block_hash, layer), hidden_size, device=torch.device(device)).double()
+    return (v / norm(v)).float()
