@@ -9,17 +9,17 @@ import os
 import time
 import warnings
 
-# vLLM logs to stdout by default; the scripts' stdout carries their results (and --json)
+import torch
+
+import poc_kernels
+from poc_kernels._env import vllm_wanted
+
+# vLLM (imported later, by the engines) logs to stdout by default; the scripts' stdout carries their results
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 # Set by quiet_engine_logs: the engine's spawned processes re-import the script, and this keeps them as quiet
 _QUIET_ENV = "POC_KERNELS_QUIET_ENGINE"
 if os.environ.get(_QUIET_ENV) == "1":
     logging.getLogger().setLevel(logging.ERROR)
-
-import torch  # noqa: E402
-
-import poc_kernels
-from poc_kernels._env import vllm_wanted
 
 
 def positive_int(text: str) -> int:
