@@ -199,6 +199,12 @@ def quiet_engine_logs(verbose: bool) -> None:
     # vLLM logs a few warnings before it configures its loggers; they reach the root logger
     os.environ[_QUIET_ENV] = "1"
     logging.getLogger().setLevel(logging.ERROR)
+    try:  # transformers' weight-loading progress bars
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def make_engine(name: str, path: str, dtype: str, seq_len: int, batch_size: int, eager=None, verbose=False):
