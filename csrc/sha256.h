@@ -9,8 +9,10 @@
 // SHA-NI one hashes two independent messages in lock step, because a single
 // message is latency bound (each sha256rnds2 waits for the previous one).
 //
-// Header-only and free of torch, so the CPU op, the CUDA host code and the
-// stand-alone benchmark in bench/sha256/ share it.
+// Header-only and free of torch, so the CPU op, the CUDA seed kernel
+// (seeds_cuda.cuh), its host test and the stand-alone benchmark in
+// bench/sha256/ share it. The portable parts (compress_block, format_u64) are
+// __host__ __device__ under nvcc.
 #pragma once
 
 #include <cstddef>
@@ -25,61 +27,85 @@
 #define POC_SHA256_X86 0
 #endif
 
+// Full unrolling turns the round constants into immediates and keeps the
+// rolling message schedule in registers, on the GPU and on the CPU.
+#if defined(__CUDACC__)
+#define POC_HOST_DEVICE __host__ __device__
+#define POC_UNROLL _Pragma("unroll")
+#define POC_GCC_UNROLL_16
+#else
+#define POC_HOST_DEVICE
+#define POC_UNROLL _Pragma("GCC unroll 64")
+#define POC_GCC_UNROLL_16 _Pragma("GCC unroll 16")
+#endif
+
+// The 64 round constants, written once: device code cannot read a host array,
+// so compress_block expands them into a table of its own.
+#define POC_SHA256_ROUND_CONSTANTS                                                                                \
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,     \
+      0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, \
+      0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, \
+      0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, \
+      0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, \
+      0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, \
+      0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, \
+      0xc67178f2
+
 namespace poc {
 namespace sha256 {
 
 constexpr uint32_t kInit[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
 
-alignas(16) constexpr uint32_t kK[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+alignas(16) constexpr uint32_t kK[64] = {POC_SHA256_ROUND_CONSTANTS};
 
-inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+POC_HOST_DEVICE inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
-inline uint32_t load_be32(const uint8_t* p) {
+POC_HOST_DEVICE inline uint32_t load_be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+}
+
+// Portable compression of one 64-byte block into `state`, with a rolling
+// 16-word message schedule.
+POC_HOST_DEVICE inline void compress_block(uint32_t state[8], const uint8_t* blk) {
+  const uint32_t K[64] = {POC_SHA256_ROUND_CONSTANTS};
+  uint32_t w[16];
+  POC_UNROLL
+  for (int t = 0; t < 16; ++t) w[t] = load_be32(blk + 4 * t);
+  uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+  uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+  POC_UNROLL
+  for (int t = 0; t < 64; ++t) {
+    if (t >= 16) {
+      const uint32_t w15 = w[(t - 15) & 15], w2 = w[(t - 2) & 15];
+      const uint32_t s0 = rotr(w15, 7) ^ rotr(w15, 18) ^ (w15 >> 3);
+      const uint32_t s1 = rotr(w2, 17) ^ rotr(w2, 19) ^ (w2 >> 10);
+      w[t & 15] += s0 + w[(t - 7) & 15] + s1;
+    }
+    const uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[t] + w[t & 15];
+    const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+    h = g;
+    g = f;
+    f = e;
+    e = d + t1;
+    d = c;
+    c = b;
+    b = a;
+    a = t1 + t2;
+  }
+  state[0] += a;
+  state[1] += b;
+  state[2] += c;
+  state[3] += d;
+  state[4] += e;
+  state[5] += f;
+  state[6] += g;
+  state[7] += h;
 }
 
 // Portable compression of `nblocks` 64-byte blocks into `state`.
 inline void compress_portable(uint32_t state[8], const uint8_t* data, size_t nblocks) {
-  for (size_t blk = 0; blk < nblocks; ++blk, data += 64) {
-    uint32_t w[64];
-    for (int t = 0; t < 16; ++t) w[t] = load_be32(data + 4 * t);
-    for (int t = 16; t < 64; ++t) {
-      const uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
-      const uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
-      w[t] = w[t - 16] + s0 + w[t - 7] + s1;
-    }
-    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
-    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
-    for (int t = 0; t < 64; ++t) {
-      const uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[t] + w[t];
-      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      h = g;
-      g = f;
-      f = e;
-      e = d + t1;
-      d = c;
-      c = b;
-      b = a;
-      a = t1 + t2;
-    }
-    state[0] += a;
-    state[1] += b;
-    state[2] += c;
-    state[3] += d;
-    state[4] += e;
-    state[5] += f;
-    state[6] += g;
-    state[7] += h;
-  }
+  for (size_t blk = 0; blk < nblocks; ++blk) compress_block(state, data + 64 * blk);
 }
 
 #if POC_SHA256_X86
@@ -114,7 +140,7 @@ POC_SHA_TARGET inline void ni_block(NiState* st, const uint8_t* const* data) {
   __m128i w[n][4];
   NiState save[n];
   for (int i = 0; i < n; ++i) save[i] = st[i];
-#pragma GCC unroll 16
+  POC_GCC_UNROLL_16
   for (int g = 0; g < 16; ++g) {
     const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(kK + 4 * g));
     for (int i = 0; i < n; ++i) {
@@ -247,7 +273,7 @@ POC_SHA_TARGET inline void seeds_ni(const Prefix& p, const Final* f, int count, 
 #endif
 
 // Decimal digits of v (no sign, no leading zeros); returns the length.
-inline int format_u64(uint64_t v, uint8_t* out) {
+POC_HOST_DEVICE inline int format_u64(uint64_t v, uint8_t* out) {
   uint8_t tmp[20];
   int n = 0;
   do {

@@ -386,13 +386,18 @@ def test_derive_seeds_cuda_bad_input_and_opcheck():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 def test_cuda_seed_code_on_the_host(tmp_path):
-    """The per-thread code of the CUDA seed kernel (csrc/seeds_cuda.cuh), built for the host by nvcc, vs hashlib."""
+    """The per-thread code of the CUDA seed kernel (csrc/seeds_cuda.cuh), built for the host by nvcc, vs hashlib.
+
+    The build also compiles that code for sm_90 (the device side of csrc/sha256.h), warnings as errors.
+    """
     exe = tmp_path / "seeds_cuda_host"
     build = subprocess.run(
         [
             "nvcc",
             "-O2",
             "-std=c++17",
+            "-arch=sm_90",
+            "-Werror=all-warnings",
             "-x",
             "cu",
             "-I",
