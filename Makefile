@@ -2,6 +2,9 @@
 #   make run    the main job: a short PoC round on SmolLM2-135M through vLLM (python/poc_round.py)
 #   make test   the test suite
 # plus `make lint` (ruff and clang-format, in a small venv of their own; `make format` applies them),
+# `make gpu-check` (install, test and time the GPU code on a CUDA machine, bench/gpu_check.py;
+# DRY_RUN=1 runs it on the CPU, QUICK=1 is the quick mode, OUT=DIR where the report goes),
+# `make compile-check-triton36` (the kernels compiled for sm_90 with Triton 3.6, as on the GPU machine),
 # `make bench` (throughput benchmarks, see bench/README.md) and
 # `make bench-sha256` (SHA-256 implementations for the seed derivation).
 #
@@ -32,7 +35,18 @@ LINT_VENV ?= .venv-lint
 LINT_STAMP := $(LINT_VENV)/.installed-ruff-0.17.6-clang-format-23.1.5
 CXX_SOURCES = $(wildcard csrc/*.h csrc/*.cpp csrc/*.cu csrc/*.cuh tests/csrc/*.cu bench/sha256/*.cpp)
 
-.PHONY: run test lint format bench bench-sha256 clean
+# make gpu-check: on the GPU machine with its own python3 (its torch is kept: --no-deps), after the
+# wheels of bench/gpu-wheels.txt (fetched here by `make gpu-wheels`); with DRY_RUN=1 on this machine's venv.
+GPU_PYTHON ?= python3
+GPU_WHEELS ?= .whl
+DRY_RUN ?=
+QUICK ?=
+OUT ?= $(if $(DRY_RUN),build/gpu-check,bench/results)
+# The GPU machine's Triton, for the side compile check.
+TRITON_GPU_SPEC ?= triton==3.6.0
+TRITON36_VENV ?= .venv-triton36
+
+.PHONY: run test lint format gpu-check gpu-wheels compile-check-triton36 bench bench-sha256 clean
 
 $(STAMP): pyproject.toml setup.py $(CSRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +84,27 @@ format: $(LINT_STAMP)
 	$(LINT_VENV)/bin/ruff format .
 	$(LINT_VENV)/bin/clang-format -i $(CXX_SOURCES)
 
+gpu-check: $(if $(DRY_RUN),$(STAMP))
+	$(if $(DRY_RUN),$(PY),$(GPU_PYTHON)) bench/gpu_check.py --out $(OUT) --wheels $(GPU_WHEELS) \
+		$(if $(DRY_RUN),--dry-run) $(if $(QUICK),--quick)
+
+gpu-wheels:
+	bench/gpu_wheels.sh $(GPU_WHEELS)
+
+# A side venv with Triton 3.6 that takes everything else (torch, the package) from the development venv.
+$(TRITON36_VENV)/.installed: $(STAMP)
+	rm -rf $(TRITON36_VENV)
+	$(PYTHON) -m venv $(TRITON36_VENV)
+	$(TRITON36_VENV)/bin/python -m pip install -q --no-deps "$(TRITON_GPU_SPEC)"
+	$(PY) -c "import site; print(site.getsitepackages()[0])" > $$($(TRITON36_VENV)/bin/python -c "import site; print(site.getsitepackages()[0])")/poc-kernels-dev.pth
+	touch $@
+
+# The GPU machine's combination, Triton 3.6 and sm_90: every kernel must compile there, without spills.
+# (Triton 3.6 spills 8 bytes in _prep_kernel on sm_80, where Triton 3.9 spills none; the tests check 3.9 on both.)
+compile-check-triton36: $(TRITON36_VENV)/.installed
+	env -u TRITON_INTERPRET $(TRITON36_VENV)/bin/python -m poc_kernels.backends.triton.compile_check --arch 90 \
+		--expect-triton 3.6
+
 bench: $(STAMP)
 	$(PY) -m pytest bench -p no:cacheprovider --benchmark-columns=median,iqr,rounds $(BENCH_ARGS)
 
@@ -82,4 +117,4 @@ bench-sha256: build/sha256_bench
 	./build/sha256_bench $(SHA_BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LINT_VENV) build *.egg-info .pytest_cache .benchmarks .ruff_cache poc_kernels/_C*.so
+	rm -rf $(VENV) $(LINT_VENV) $(TRITON36_VENV) build *.egg-info .pytest_cache .benchmarks .ruff_cache poc_kernels/_C*.so

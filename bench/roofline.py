@@ -33,7 +33,12 @@ INSTR_PER_SIGN = 15  # one hash, convert, compare, select
 PER_NONCE_S = 440 * 4e-6
 
 
-def row(b: int, h: int) -> dict:
+def row(b: int, h: int, *, tf32: float = TF32_TENSOR, hbm: float = HBM, issue: float = ISSUE) -> dict:
+    """Return the work, bytes and floors of one (B, H); the rates default to the H100 datasheet's.
+
+    ``tf32``: TF32 tensor-core FLOP/s; ``hbm``: memory byte/s; ``issue``:
+    thread-instructions/s (``gpu_bench.py`` passes the ceilings it measures).
+    """
     nb = math.ceil(b / BLOCK_B)
     b_pad = nb * BLOCK_B
     flops = 2 * b * D * h  # the projection; reflections and epilogue add < 0.3%
@@ -44,9 +49,9 @@ def row(b: int, h: int) -> dict:
     instr_cached = pairs_prep * INSTR_PER_PAIR + b * h * INSTR_PER_SIGN
     bytes_min = b * h * 4 + b * (1 + R) * 8 + D * 4 + b * 4  # fp32 input, seeds, target, output
     bytes_cached = bytes_min + D * h * 4  # W read once (the nonce blocks sharing a tile run together)
-    t_mma = mma_flops / TF32_TENSOR
-    floor_otf = max(t_mma, instr_otf / ISSUE, bytes_min / HBM)
-    floor_cached = max(t_mma, instr_cached / ISSUE, bytes_cached / HBM)
+    t_mma = mma_flops / tf32
+    floor_otf = max(t_mma, instr_otf / issue, bytes_min / hbm)
+    floor_cached = max(t_mma, instr_cached / issue, bytes_cached / hbm)
     return {
         "B": b,
         "H": h,
@@ -57,7 +62,7 @@ def row(b: int, h: int) -> dict:
         "hash_m": (2 * (pairs_w + pairs_prep) + b * h) / 1e6,
         "transcendental_m": 4 * (pairs_w + pairs_prep) / 1e6,
         "t_mma_ms": t_mma * 1e3,
-        "t_gen_ms": instr_otf / ISSUE * 1e3,
+        "t_gen_ms": instr_otf / issue * 1e3,
         "floor_otf_ms": floor_otf * 1e3,
         "floor_cached_ms": floor_cached * 1e3,
         "per_nonce_ms": b * PER_NONCE_S * 1e3,

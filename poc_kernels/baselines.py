@@ -8,7 +8,8 @@ other numbers):
   and one reflection at a time in float32, with the streams written the way
   the original code writes them;
 - :func:`compute_distances_batched_fp32`: all nonces at once in float32 with
-  one BLAS matmul: fast, but not batch invariant;
+  one BLAS matmul: fast, but not batch invariant (its numeric core,
+  :func:`batched_fp32_core`, compiles with ``torch.compile``);
 - :func:`compute_distances_compiled`: the oracle's numeric core under
   ``torch.compile``.
 """
@@ -26,7 +27,12 @@ from .constants import INV_2_32, MAX_NONCE, NUM_REFLECTIONS, POC_OUTPUT_DIM, TWO
 from .seeds import derive_nonce_seeds, target_seed
 from .vectors import lm_head
 
-__all__ = ["compute_distances_batched_fp32", "compute_distances_compiled", "compute_distances_per_nonce"]
+__all__ = [
+    "batched_fp32_core",
+    "compute_distances_batched_fp32",
+    "compute_distances_compiled",
+    "compute_distances_per_nonce",
+]
 
 
 def compute_distances_per_nonce(
@@ -77,29 +83,45 @@ def compute_distances_batched_fp32(
     sign_flips: bool = True,
     output_dim: int = POC_OUTPUT_DIM,
     num_reflections: int = NUM_REFLECTIONS,
+    core: Optional[Callable] = None,
 ) -> torch.Tensor:
     """Return distances as float32 ``[B]``: a strong plain-PyTorch pipeline, the benchmark's second baseline.
 
     All nonces at once in float32: one sign tensor, one ``[B, R, H]`` tensor of
     reflection vectors, the cached float32 lm_head and one matmul (MKL on CPU,
     cuBLAS on CUDA, TF32 off). Fast but, like any batched BLAS product, not
-    batch invariant.
+    batch invariant. ``core`` replaces :func:`batched_fp32_core` (a
+    ``torch.compile``'d one, say); the streams are made the same way.
     """
     args = check_distance_args(last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections)
-    nonce_list = args.nonces
     device = last_hidden.device
     b, hidden = last_hidden.shape
     if b == 0:
         return torch.empty(0, dtype=torch.float32, device=device)
     w, t = _literal_projection(block_hash, hidden, output_dim, device)
-    seeds = derive_nonce_seeds(block_hash, public_key, nonce_list, num_reflections, need_input=False)
-    x = last_hidden.float()
+    seeds = derive_nonce_seeds(block_hash, public_key, args.nonces, num_reflections, need_input=False)
+    signs = None
     if sign_flips:
-        x = x * torch.where(rng.uniform(seeds.signs.to(device), hidden) > 0.5, 1.0, -1.0)
-    if num_reflections:
-        v = rng.normal(seeds.reflections.reshape(-1).to(device), hidden).view(b, num_reflections, hidden)
+        signs = torch.where(rng.uniform(seeds.signs.to(device), hidden) > 0.5, 1.0, -1.0)
+    # all the vectors in a few large slices: a plain pipeline that does not bound its memory as tightly as rng's default
+    v = rng.normal(seeds.reflections.reshape(-1).to(device), hidden, max_tile=1 << 24).view(b, num_reflections, hidden)
+    return (core or batched_fp32_core)(last_hidden.float(), signs, v, w, t)
+
+
+def batched_fp32_core(
+    x: torch.Tensor, signs: Optional[torch.Tensor], v: torch.Tensor, w: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """Return the distances as float32 ``[B]`` from the streams of :func:`compute_distances_batched_fp32`.
+
+    ``x`` float32 ``[B, H]``; ``signs`` ``[B, H]`` or None; ``v`` the raw
+    reflection normals float32 ``[B, R, H]``; ``w`` float32 ``[D, H]``; ``t``
+    unit float32 ``[D]``. Pure tensor code (it compiles with torch.compile).
+    """
+    if signs is not None:
+        x = x * signs
+    if v.shape[1]:
         v = v / v.norm(dim=-1, keepdim=True)
-        for r in range(num_reflections):
+        for r in range(v.shape[1]):
             x = x - 2.0 * (x * v[:, r]).sum(-1, keepdim=True) * v[:, r]
     x = x / x.norm(dim=-1, keepdim=True)
     logits = x @ w.T

@@ -36,6 +36,7 @@ __all__ = [
     "uniform",
     "normal",
     "normal_pairs",
+    "smallest_k_canonical",
 ]
 
 _M32 = MAX_NONCE  # the 32-bit mask
@@ -216,3 +217,30 @@ def normal(
         if k1 > j0:
             view[:, p + j0 : p + k1] = sin_half[:, : k1 - j0]
     return out
+
+
+def smallest_k_canonical(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Return the indices of the ``k`` smallest scores of each row, in the canonical order, as int64 ``[..., k]``.
+
+    SPEC-ARTIFACTS §5: first the indices whose score is strictly below the
+    k-th smallest score, in ascending index order, then the indices whose score
+    equals it, in ascending index order, until ``k`` are taken. That is the
+    order CUDA's ``torch.topk(-scores, k, sorted=False)`` returns; it is
+    computed here directly, with integer keys and a sort, so every device gives
+    the same indices. ``scores`` is an integer tensor ``[..., n]`` (the pick
+    hashes), ``1 <= k <= n``; the result is on its device.
+    """
+    if not isinstance(scores, torch.Tensor) or scores.dtype.is_floating_point or scores.dtype == torch.bool:
+        raise TypeError(f"scores must be an integer tensor, got {getattr(scores, 'dtype', type(scores).__name__)}")
+    if scores.dim() < 1:
+        raise ValueError("scores must have at least one dimension [..., n]")
+    n = scores.shape[-1]
+    k = check_int(k, "k", 1)
+    if k > n:
+        raise ValueError(f"k must be <= the number of scores {n}, got {k}")
+    s = scores.to(torch.int64)
+    kth = torch.sort(s, dim=-1).values[..., k - 1 : k]
+    # class 0: below the k-th smallest, 1: equal to it, 2: above; ties inside a class go by index
+    cls = (s >= kth).to(torch.int64) + (s > kth).to(torch.int64)
+    key = cls * n + torch.arange(n, device=s.device)
+    return torch.sort(key, dim=-1).values[..., :k] % n

@@ -23,7 +23,9 @@ from _tolerances import LAYER_KERNEL_ATOL as HOOK_ATOL
 pytestmark = pytest.mark.skipif(not has_backend("triton"), reason="Triton is not installed")
 
 DEV = triton_device()
-HIDDEN_SIZES = [64, 769, 896]
+# On a GPU also the sizes of real models, and batches across the 64-nonce tile (the interpreter uses 16).
+HIDDEN_SIZES = [64, 769, 896] + ([4096, 7168] if CUDA else [])
+BATCHES = [1, 21] + ([65, 130] if CUDA else [])
 LM_HEAD_MODES = ["on_the_fly", "cached"]
 
 
@@ -80,12 +82,12 @@ def test_conformance_distances(conformance, lm_head):
 
 
 @pytest.mark.parametrize("hidden", HIDDEN_SIZES)
-@pytest.mark.parametrize("batch", [1, 21])
+@pytest.mark.parametrize("batch", BATCHES)
 def test_against_reference_odd_sizes(hidden, batch):
-    # 21 nonces: not a multiple of any block size (16 interpreted, 64 on GPUs)
+    # 21, 65, 130 nonces: not multiples of any block size (16 interpreted, 64 on GPUs)
     x = _hidden(batch, hidden, seed=hidden + batch)
     nonces = [3 * i + 11 for i in range(batch)]
-    ref = reference.compute_distances(x, "blk", "key", nonces)
+    ref = reference.compute_distances(x.to(DEV), "blk", "key", nonces).cpu()  # float64 on the same device
     for lm_head in LM_HEAD_MODES:
         got = _triton(x, nonces, lm_head=lm_head).cpu()
         assert (got - ref).abs().max().item() <= DIST_ATOL, lm_head

@@ -257,9 +257,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Compile the shipped Triton kernels for NVIDIA GPUs (no GPU needed).")
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], help="compute capabilities (default 80 90)")
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    parser.add_argument(
+        "--expect-triton", metavar="VERSION", help="fail unless the Triton imported is this version (a prefix: 3.6)"
+    )
     args = parser.parse_args(argv)
     if interpreter_enabled():
         parser.error("TRITON_INTERPRET is set: unset it to compile for GPUs")
+    import triton
+
+    expected = args.expect_triton
+    if expected and not (triton.__version__ + ".").startswith(expected.rstrip(".") + "."):
+        parser.error(f"--expect-triton {expected}: Triton {triton.__version__} is imported, from {triton.__file__}")
+    if not args.json:
+        print(f"Triton {triton.__version__}")
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # every launch sets enable_fp_fusion explicitly
     reports = run(args.arch)
     if args.json:

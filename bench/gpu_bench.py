@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""The measuring half of `make gpu-check`: ceilings, distances, inputs, the layer transform, the topk order.
+
+    python bench/gpu_bench.py --json OUT.json [--quick] [--dry-run]
+
+On a CUDA device every time is the median of device-event timings after
+warm-up. The ceilings (a device-to-device copy, fp32 and TF32 GEMMs) are
+measured in the same run, and each ``compute_distances`` row is set against
+them through the roofline of ``bench/ROOFLINE.md`` (``bench/roofline.py``).
+``--dry-run`` runs the same code on the CPU (Triton's interpreter, tiny sizes,
+host timers): it checks the script, and its numbers are not GPU timings.
+Each section prints its elapsed time as it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():  # the Triton backend runs on the CPU only through its interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import roofline  # noqa: E402
+
+import poc_kernels  # noqa: E402
+from poc_kernels import _custom_ops, baselines, rng  # noqa: E402
+
+BLOCK, KEY = "bench_block", "bench_key"
+TOPK_K = 12
+TOPK_HIDDEN = (576, 1024, 4096, 7168)
+
+
+class Clock:
+    """Median seconds of a call: CUDA events on a GPU, the host clock on the CPU."""
+
+    def __init__(self, device: torch.device, warmup: int, reps: int) -> None:
+        self.device, self.warmup, self.reps = device, warmup, reps
+
+    def median_s(self, fn, *args, reps: int | None = None, **kwargs) -> float:
+        """Return the median seconds of ``fn(*args, **kwargs)``."""
+        reps = reps or self.reps
+        for _ in range(self.warmup):
+            fn(*args, **kwargs)
+        if self.device.type != "cuda":
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn(*args, **kwargs)
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
+        torch.cuda.synchronize(self.device)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for start, end in events:
+            start.record()
+            fn(*args, **kwargs)
+            end.record()
+        torch.cuda.synchronize(self.device)
+        return statistics.median(s.elapsed_time(e) for s, e in events) / 1e3
+
+
+class Plan:
+    """The sizes of one mode."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        if mode == "dry-run":
+            self.batches, self.hidden, self.per_nonce_batch, self.output_dim = [4, 9], [64], 4, 8192
+            self.gemm, self.copy_mb, self.inputs, self.layer = 256, 16, (2, 8, 64), (64, 64)
+            self.topk_rows, self.clock = 8, (1, 3)
+        elif mode == "quick":
+            self.batches, self.hidden, self.per_nonce_batch, self.output_dim = [256, 1024], [4096], 64, 8192
+            self.gemm, self.copy_mb, self.inputs, self.layer = 8192, 2048, (64, 1024, 4096), (16384, 4096)
+            self.topk_rows, self.clock = 256, (2, 10)
+        else:
+            self.batches, self.hidden, self.output_dim = [64, 256, 1024, 4096], [1024, 4096, 7168], 8192
+            self.per_nonce_batch = 64
+            self.gemm, self.copy_mb, self.inputs, self.layer = 8192, 4096, (64, 1024, 4096), (32768, 4096)
+            self.topk_rows, self.clock = 1024, (3, 20)
+
+
+# ----------------------------------------------------------------------------- ceilings
+
+
+def ceilings(plan: Plan, device: torch.device, clock: Clock) -> dict:
+    """Device-to-device copy (bytes read + written), fp32 and TF32 GEMM rates, and the issue rate."""
+    n = plan.copy_mb * (1 << 20) // 4
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    copy_s = clock.median_s(dst.copy_, src)
+    m = plan.gemm
+    a, b = torch.randn(m, m, device=device), torch.randn(m, m, device=device)
+    rates = {}
+    prev = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for name, tf32 in (("fp32", False), ("tf32", True)):
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            rates[name] = 2 * m**3 / clock.median_s(torch.matmul, a, b)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    out = {
+        "copy_gbps": 2 * n * 4 / copy_s / 1e9,
+        "fp32_tflops": rates["fp32"] / 1e12,
+        "tf32_tflops": rates["tf32"] / 1e12,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        clock_hz = getattr(props, "clock_rate", 0) * 1e3 or 1.98e9  # kHz where torch reports it
+        out.update(sms=props.multi_processor_count, clock_ghz=clock_hz / 1e9)
+        out["issue_tinstr_per_s"] = props.multi_processor_count * 4 * 32 * clock_hz / 1e12
+    return out
+
+
+# ----------------------------------------------------------------------------- distances
+
+
+def distances(plan: Plan, device: torch.device, clock: Clock, ceil: dict):
+    """Yield the rows of each (B, H), then of the next."""
+    cuda = device.type == "cuda"
+    common = {"output_dim": plan.output_dim}
+    compiled_core = torch.compile(
+        baselines.batched_fp32_core, dynamic=True, backend="inductor" if cuda else "aot_eager"
+    )
+    impls = {
+        "triton-on_the_fly": functools.partial(poc_kernels.compute_distances, backend="triton", lm_head="on_the_fly"),
+        "triton-cached": functools.partial(poc_kernels.compute_distances, backend="triton", lm_head="cached"),
+        "batched-fp32": baselines.compute_distances_batched_fp32,
+        "batched-fp32-compiled": functools.partial(baselines.compute_distances_batched_fp32, core=compiled_core),
+    }
+    rates = {"tf32": ceil["tf32_tflops"] * 1e12, "hbm": ceil["copy_gbps"] * 1e9}
+    if "issue_tinstr_per_s" in ceil:
+        rates["issue"] = ceil["issue_tinstr_per_s"] * 1e12
+    g = torch.Generator(device="cpu").manual_seed(0)
+    for h in plan.hidden:
+        # the per-nonce original: its cost per nonce does not depend on B, so it is timed at one small B
+        b = plan.per_nonce_batch
+        x = torch.randn(b, h, generator=g).to(device)
+        s = clock.median_s(baselines.compute_distances_per_nonce, x, BLOCK, KEY, torch.arange(b), reps=3, **common)
+        per_nonce_rate = b / s
+        yield [{"impl": "per-nonce", "B": b, "H": h, "median_ms": s * 1e3, "nonces_per_s": per_nonce_rate}]
+        for b in plan.batches:
+            x = torch.randn(b, h, generator=g).to(device)
+            floor = roofline.row(b, h, **rates) if plan.output_dim == roofline.D else None
+            found, rows = {}, []
+            for name, fn in impls.items():
+                s = clock.median_s(fn, x, BLOCK, KEY, torch.arange(b), **common)
+                found[name] = b / s
+                row = {
+                    "impl": name,
+                    "B": b,
+                    "H": h,
+                    "median_ms": s * 1e3,
+                    "nonces_per_s": b / s,
+                    "vs_per_nonce": (b / s) / per_nonce_rate,
+                }
+                if floor is not None and name.startswith("triton"):
+                    key = "floor_cached_ms" if name.endswith("cached") else "floor_otf_ms"
+                    row["floor_ms"] = floor[key]
+                    row["x_floor"] = s * 1e3 / floor[key]
+                rows.append(row)
+            for row in rows:
+                row["vs_batched_fp32"] = row["nonces_per_s"] / found["batched-fp32"]
+                row["vs_batched_fp32_compiled"] = row["nonces_per_s"] / found["batched-fp32-compiled"]
+            yield rows
+
+
+# ----------------------------------------------------------------------------- inputs and the layer transform
+
+
+def inputs(plan: Plan, device: torch.device, clock: Clock, ceil: dict) -> list:
+    b, seq, h = plan.inputs
+    rows = []
+    for dtype in (torch.bfloat16, torch.float32):
+        out = torch.empty(b, seq, h, dtype=dtype, device=device)
+        for backend in ("triton", "reference"):
+            s = clock.median_s(
+                poc_kernels.generate_inputs,
+                BLOCK,
+                KEY,
+                torch.arange(b),
+                seq,
+                h,
+                dtype=dtype,
+                out=out,
+                backend=backend,
+                reps=None if backend == "triton" else 3,  # the oracle's torch ops in bounded slices: slow
+            )
+            gbps = out.numel() * out.element_size() / s / 1e9
+            rows.append(
+                {
+                    "impl": backend,
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "B": b,
+                    "seq_len": seq,
+                    "H": h,
+                    "median_ms": s * 1e3,
+                    "written_gbps": gbps,
+                    "of_copy": gbps / ceil["copy_gbps"],
+                }
+            )
+    return rows
+
+
+def eager_layer_transform(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The layer transform of SPEC §7 as the original code runs it: eager ops in the activation dtype."""
+    y = x / (x.norm(dim=-1, keepdim=True) + 1e-8)
+    return y - 2 * (y * v).sum(dim=-1, keepdim=True) * v
+
+
+def layer_transform(plan: Plan, device: torch.device, clock: Clock, ceil: dict) -> list:
+    t, h = plan.layer
+    cuda = device.type == "cuda"
+    v32 = poc_kernels.vectors.layer_vector(BLOCK, 0, h, device=device)
+    compiled = torch.compile(eager_layer_transform, dynamic=False, backend="inductor" if cuda else "aot_eager")
+    rows = []
+    for dtype in (torch.bfloat16, torch.float16):
+        x = torch.randn(t, h, device=device).to(dtype)
+        v = v32.to(dtype)
+        impls = {  # the kernel takes the float32 vector; the original code casts it to the activation dtype
+            "triton (in place)": (functools.partial(poc_kernels.apply_layer_transform_, backend="triton"), v32),
+            "eager": (eager_layer_transform, v),
+            "eager, torch.compile": (compiled, v),
+        }
+        found = {name: clock.median_s(fn, x, vec) for name, (fn, vec) in impls.items()}
+        for name, s in found.items():
+            gbps = 2 * x.numel() * x.element_size() / s / 1e9  # read and write x once
+            rows.append(
+                {
+                    "impl": name,
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "T": t,
+                    "H": h,
+                    "median_ms": s * 1e3,
+                    "gbps": gbps,
+                    "of_copy": gbps / ceil["copy_gbps"],
+                    "vs_eager": found["eager"] / s,
+                    "vs_compiled": found["eager, torch.compile"] / s,
+                }
+            )
+    return rows
+
+
+# ----------------------------------------------------------------------------- the topk order (SPEC-ARTIFACTS §5)
+
+
+def topk_order(plan: Plan, device: torch.device) -> list:
+    """For each H: how many rows of torch.topk(-scores, 12, sorted=False) on this device are in the canonical order."""
+    rows = []
+    for h in TOPK_HIDDEN:
+        seeds = torch.tensor(
+            [rng.seed_from_string(f"{BLOCK}_{KEY}_nonce_{n}_pick_{TOPK_K}") for n in range(plan.topk_rows)]
+        )
+        scores = rng.hash32(torch.arange(h).expand(plan.topk_rows, h), seeds[:, None]).to(device)
+        row = {"H": h, "k": TOPK_K, "rows": plan.topk_rows, "device": device.type}
+        for name, s in (("hashes", scores), ("ties", scores % 7)):
+            canonical = rng.smallest_k_canonical(s, TOPK_K)
+            got = torch.topk(-s, k=TOPK_K, largest=True, sorted=False, dim=1).indices
+            row[f"{name}_canonical_rows"] = int((got == canonical).all(dim=1).sum())
+            row[f"{name}_same_set_rows"] = int(
+                (got.sort(dim=1).values == canonical.sort(dim=1).values).all(dim=1).sum()
+            )
+        row["canonical"] = row["hashes_canonical_rows"] == row["ties_canonical_rows"] == plan.topk_rows
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def environment(device: torch.device) -> dict:
+    import triton
+
+    env = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "backends": poc_kernels.available_backends(device),
+        "extension": _custom_ops.EXT_STATUS,
+        "cuda_extension": _custom_ops.HAS_CUDA_EXT,
+    }
+    return env
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", required=True, help="where the results go")
+    p.add_argument("--quick", action="store_true", help="fewer sizes (the quick mode of make gpu-check)")
+    p.add_argument("--dry-run", action="store_true", help="on the CPU, tiny sizes: checks the script, times nothing")
+    args = p.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.dry_run:
+        p.error("no CUDA device: run with --dry-run to check the script on the CPU")
+    device = torch.device("cuda" if cuda else "cpu")
+    plan = Plan("dry-run" if args.dry_run else "quick" if args.quick else "full")
+    clock = Clock(device, *plan.clock)
+    t0 = time.perf_counter()
+    result = {"mode": plan.mode, "environment": environment(device)}
+
+    def dump():
+        result["elapsed_s"] = time.perf_counter() - t0
+        with open(args.json, "w") as f:  # often: a run stopped at its limit keeps what it measured
+            json.dump(result, f, indent=1)
+
+    def section(name, fn):
+        value = fn()
+        if not inspect.isgenerator(value):
+            result[name] = value
+        else:  # rows as they come
+            result[name] = []
+            for rows in value:
+                result[name].extend(rows)
+                dump()
+        dump()
+        print(f"[gpu-bench] {name} done at +{result['elapsed_s']:.1f} s", flush=True)
+
+    section("topk_order", lambda: topk_order(plan, device))
+    section("ceilings", lambda: ceilings(plan, device, clock))
+    section("distances", lambda: distances(plan, device, clock, result["ceilings"]))
+    section("inputs", lambda: inputs(plan, device, clock, result["ceilings"]))
+    section("layer_transform", lambda: layer_transform(plan, device, clock, result["ceilings"]))
+    print(f"[gpu-bench] wrote {args.json}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
