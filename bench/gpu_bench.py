@@ -164,8 +164,8 @@ def distances(plan: Plan, device: torch.device, clock: Clock, ceil: dict):
                     "nonces_per_s": b / s,
                     "vs_per_nonce": (b / s) / per_nonce_rate,
                 }
-                if floor is not None and name.startswith("triton"):
-                    key = "floor_cached_ms" if name.endswith("cached") else "floor_otf_ms"
+                if floor is not None:  # W generated inside the matmul, or read (the baselines read a cached W)
+                    key = "floor_otf_ms" if name.endswith("on_the_fly") else "floor_cached_ms"
                     row["floor_ms"] = floor[key]
                     row["x_floor"] = s * 1e3 / floor[key]
                 rows.append(row)

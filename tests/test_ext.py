@@ -364,7 +364,7 @@ def test_opcheck(name, args):
 
 
 @needs_cuda
-def test_derive_seeds_cuda_matches_cpu():
+def test_derive_seeds_cuda_matches_cpu_and_hashlib():
     g = np.random.default_rng(1)
     nonces = torch.from_numpy(np.concatenate([np.arange(1000), g.integers(0, 2**32, 20000)]).astype(np.int64))
     for bh, pk in [("block_alpha", "node_A"), ("c" * 60, "d" * 51), ("0x" + "ab" * 32, "ключ-ノード")]:
@@ -374,6 +374,12 @@ def test_derive_seeds_cuda_matches_cpu():
             for a, b in zip(cpu, gpu):
                 assert b.device.type == "cuda" and b.dtype == torch.uint32
                 assert torch.equal(a.long(), b.cpu().long())
+    # and against hashlib itself, on a slice (the hashlib loop is slow)
+    some = nonces[::97]
+    ref = derive_nonce_seeds_hashlib("block_alpha", "node_A", some, 8)
+    gpu = ops.derive_seeds("block_alpha", "node_A", some.cuda(), 8, True, True)
+    for a, b in zip((ref.input, ref.signs, ref.reflections), gpu):
+        assert torch.equal(a, b.cpu().long())
 
 
 @needs_cuda
