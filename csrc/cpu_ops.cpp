@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "artifacts.h"
 #include "distance.h"
 #include "ops.h"
 #include "seeds.h"
@@ -234,6 +235,42 @@ at::Tensor compute_distances_cpu(const at::Tensor& last_hidden, const at::Tensor
         op[c0 + i] = finite[i] ? distance_of(logits.data() + i * D, tp, D) : std::numeric_limits<float>::quiet_NaN();
     });
   }
+  return out;
+}
+
+// ----------------------------------------------------------------------------- artifacts
+
+at::Tensor compute_artifacts_cpu(const at::Tensor& last_hidden, const at::Tensor& pick_seeds,
+                                 const at::Tensor& haar_seeds) {
+  check_cpu(last_hidden, "last_hidden");
+  TORCH_CHECK(last_hidden.dim() == 2, "last_hidden must be 2-D [batch, hidden], got shape ", last_hidden.sizes());
+  TORCH_CHECK(last_hidden.scalar_type() == at::kFloat, "last_hidden must be float32, got ", last_hidden.scalar_type());
+  const int64_t B = last_hidden.size(0), H = last_hidden.size(1);
+  TORCH_CHECK(pick_seeds.dim() == 1 && pick_seeds.size(0) == B, "pick_seeds must be [B] = [", B, "], got shape ",
+              pick_seeds.sizes());
+  TORCH_CHECK(haar_seeds.dim() == 2 && haar_seeds.size(0) == B, "haar_seeds must be [B, k - 1] with B = ", B,
+              ", got shape ", haar_seeds.sizes());
+  const int64_t k = haar_seeds.size(1) + 1;
+  TORCH_CHECK(k <= H, "k = 1 + haar_seeds.size(1) must lie in [1, hidden size = ", H, "], got ", k);
+  const std::vector<uint32_t> picks = u32_values(pick_seeds, "pick_seeds");
+  const std::vector<uint32_t> haar = u32_values(haar_seeds, "haar_seeds");
+  at::Tensor out = at::empty({B, k}, last_hidden.options());
+  if (B == 0) return out;
+  const at::Tensor h = last_hidden.contiguous();
+  const float* hp = h.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> scores(H), tmp(H);
+    std::vector<int64_t> idx(k);
+    std::vector<double> x(k), ud(k);
+    std::vector<float> u(k + 8);  // normal_stream writes in blocks of 8 pairs
+    const ArtifactScratch s{scores.data(), tmp.data(), idx.data(), x.data(), u.data(), ud.data()};
+    for (int64_t b = begin; b < end; ++b) {
+      float* row = op + b * k;
+      if (!artifact_row(hp + b * H, H, k, picks[b], haar.data() + b * (k - 1), row, s))
+        std::fill(row, row + k, std::numeric_limits<float>::quiet_NaN());
+    }
+  });
   return out;
 }
 

@@ -35,6 +35,11 @@ void normal_cpu_(at::Tensor& out, const at::Tensor& seeds, double scale);
 at::Tensor compute_distances_cpu(const at::Tensor& last_hidden, const at::Tensor& weight, const at::Tensor& target,
                                  const c10::optional<at::Tensor>& sign_seeds, const at::Tensor& reflection_seeds);
 
+// SPEC-ARTIFACTS §4 artifacts, float32 [B, k] with k = 1 + haar_seeds.size(1): last_hidden float32 [B, H],
+// pick_seeds [B], haar_seeds [B, k - 1]; a row holding NaN or Inf gives a NaN row.
+at::Tensor compute_artifacts_cpu(const at::Tensor& last_hidden, const at::Tensor& pick_seeds,
+                                 const at::Tensor& haar_seeds);
+
 // Turns the SIMD code paths off or on (they give the same bits); returns the previous setting.
 bool set_simd_enabled(bool enabled);
 

@@ -32,6 +32,10 @@ TORCH_LIBRARY(poc_kernels, m) {
       "Tensor reflection_seeds) -> Tensor");
   m.impl("compute_distances", c10::DeviceType::CPU, &poc::compute_distances_cpu);
 
+  // SPEC-ARTIFACTS §4: float32 [B, k], k = 1 + haar_seeds.size(1).
+  m.def("compute_artifacts(Tensor last_hidden, Tensor pick_seeds, Tensor haar_seeds) -> Tensor");
+  m.impl("compute_artifacts", c10::DeviceType::CPU, &poc::compute_artifacts_cpu);
+
   // Build facts and a switch for the tests: the SIMD and portable CPU paths give the same bits.
   m.def("built_with_cuda() -> bool", []() -> bool {
 #ifdef POC_KERNELS_WITH_CUDA

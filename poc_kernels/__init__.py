@@ -6,8 +6,10 @@ Public API::
                       output_dim=8192, num_reflections=8, backend="auto") -> float32 [B]
     generate_inputs(block_hash, public_key, nonces, seq_len, hidden_size, *,
                     dtype=torch.float16, device="cpu", out=None, backend="auto") -> [B, seq_len, H]
-    apply_layer_transform(x, v, *, backend="auto") -> x's dtype and shape (SPEC §7)
-    apply_layer_transform_(x, v, *, backend="auto") -> x, transformed in place
+    compute_artifacts(last_hidden, block_hash, public_key, nonces, *, k=12, backend="auto") -> float32 [B, k]
+    apply_layer_transform(x, v, *, normalize=True, backend="auto") -> x's dtype and shape (SPEC §7;
+                          normalize=False: SPEC-ARTIFACTS §3)
+    apply_layer_transform_(x, v, *, normalize=True, backend="auto") -> x, transformed in place
 
 The package reads bottom-up: the contract (``constants``, ``rng``, ``seeds``,
 ``vectors``), the oracle (``reference``) and the benchmark baselines
@@ -25,10 +27,11 @@ from .api import (
     apply_layer_transform_,
     auto_backend,
     available_backends,
+    compute_artifacts,
     compute_distances,
     generate_inputs,
 )
-from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
+from .constants import ARTIFACT_K, NUM_REFLECTIONS, POC_OUTPUT_DIM
 
 _logging.getLogger(__name__).info(
     "poc_kernels backends available: %s (C++/CUDA extension: %s)",
@@ -39,6 +42,7 @@ _logging.getLogger(__name__).info(
 __version__ = "0.1.0"
 
 __all__ = [
+    "ARTIFACT_K",
     "BACKENDS",
     "NUM_REFLECTIONS",
     "POC_OUTPUT_DIM",
@@ -46,6 +50,7 @@ __all__ = [
     "apply_layer_transform_",
     "auto_backend",
     "available_backends",
+    "compute_artifacts",
     "compute_distances",
     "generate_inputs",
     "reference",

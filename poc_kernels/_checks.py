@@ -44,6 +44,20 @@ class DistanceArgs:
 
 
 @dataclass(frozen=True)
+class ArtifactArgs:
+    """The validated arguments of ``compute_artifacts``, as every backend receives them."""
+
+    #: ``[B, H]``, any float dtype, on the device the artifacts are computed on
+    last_hidden: torch.Tensor
+    block_hash: str
+    public_key: str
+    #: int64 ``[B]`` on the CPU, values in [0, 2**32)
+    nonces: torch.Tensor
+    #: the artifact length, in [1, H]
+    k: int
+
+
+@dataclass(frozen=True)
 class InputArgs:
     """The validated arguments of ``generate_inputs``, as every backend receives them."""
 
@@ -57,6 +71,8 @@ class InputArgs:
     device: torch.device
     #: ``[B, seq_len, H]`` of ``dtype`` on ``device`` to write into, or None
     out: Optional[torch.Tensor]
+    #: the stronger inputs of SPEC-ARTIFACTS §2 (8 seeds per nonce, one per segment)
+    stronger: bool = False
 
     def output(self) -> torch.Tensor:
         """Return ``out``, or a new uninitialized ``[B, seq_len, H]`` tensor of ``dtype`` on ``device``."""
@@ -190,7 +206,25 @@ def check_distance_args(
     )
 
 
-def check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out) -> InputArgs:
+def check_artifact_args(last_hidden, block_hash, public_key, nonces, k) -> ArtifactArgs:
+    """Return the validated ``compute_artifacts`` arguments."""
+    last_hidden = check_last_hidden(last_hidden)
+    check_str(block_hash, "block_hash")
+    check_str(public_key, "public_key")
+    nonce_list = check_nonces(nonces)
+    if len(nonce_list) != last_hidden.shape[0]:
+        raise ValueError(
+            f"len(nonces) = {len(nonce_list)} does not match last_hidden batch size {last_hidden.shape[0]}"
+        )
+    k = check_int(k, "k", 1)
+    if k > last_hidden.shape[1]:
+        raise ValueError(f"k must lie in [1, hidden size = {last_hidden.shape[1]}], got {k}")
+    return ArtifactArgs(last_hidden, block_hash, public_key, nonce_list, k)
+
+
+def check_input_args(
+    block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out, stronger_rng=False
+) -> InputArgs:
     """Return the validated ``generate_inputs`` arguments (``device`` becomes ``out``'s when ``out`` is given)."""
     check_str(block_hash, "block_hash")
     check_str(public_key, "public_key")
@@ -214,7 +248,8 @@ def check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype
         if not _same_device(out.device, device):
             raise ValueError(f"out is on {out.device} but device={device}; pass device=out.device")
         device = out.device
-    return InputArgs(block_hash, public_key, nonce_list, seq_len, hidden_size, dtype, device, out)
+    check_bool(stronger_rng, "stronger_rng")
+    return InputArgs(block_hash, public_key, nonce_list, seq_len, hidden_size, dtype, device, out, stronger_rng)
 
 
 def check_layer_args(x, v) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "sign_stream",
     "normal_",
     "compute_distances",
+    "compute_artifacts",
 ]
 
 logger = logging.getLogger("poc_kernels")
@@ -96,6 +97,10 @@ if HAS_EXT:
     def _compute_distances_fake(last_hidden, weight, target, sign_seeds, reflection_seeds):
         return last_hidden.new_empty((last_hidden.shape[0],), dtype=torch.float32)
 
+    @torch.library.register_fake("poc_kernels::compute_artifacts")
+    def _compute_artifacts_fake(last_hidden, pick_seeds, haar_seeds):
+        return last_hidden.new_empty((last_hidden.shape[0], haar_seeds.shape[1] + 1), dtype=torch.float32)
+
 
 # ----------------------------------------------------------------------------- wrappers
 
@@ -146,3 +151,12 @@ def compute_distances(
     sign flips) and ``reflection_seeds`` ``[B, R]`` are integer tensors.
     """
     return torch.ops.poc_kernels.compute_distances(last_hidden, weight, target, sign_seeds, reflection_seeds)
+
+
+def compute_artifacts(last_hidden: torch.Tensor, pick_seeds: torch.Tensor, haar_seeds: torch.Tensor) -> torch.Tensor:
+    """Return the SPEC-ARTIFACTS §4 artifacts as float32 ``[B, k]`` on the CPU (``k = 1 + haar_seeds.shape[1]``).
+
+    ``last_hidden`` float32 ``[B, H]``; ``pick_seeds`` ``[B]`` and ``haar_seeds``
+    ``[B, k - 1]`` integer tensors. A row with NaN or Inf gives a NaN row.
+    """
+    return torch.ops.poc_kernels.compute_artifacts(last_hidden, pick_seeds, haar_seeds)

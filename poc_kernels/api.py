@@ -11,9 +11,16 @@ from typing import Optional
 
 import torch
 
-from ._checks import NoncesLike, check_distance_args, check_input_args, check_layer_args
+from ._checks import (
+    NoncesLike,
+    check_artifact_args,
+    check_bool,
+    check_distance_args,
+    check_input_args,
+    check_layer_args,
+)
 from .backends import BACKENDS, Backend, get, register_backend, registered
-from .constants import NUM_REFLECTIONS, POC_OUTPUT_DIM
+from .constants import ARTIFACT_K, NUM_REFLECTIONS, POC_OUTPUT_DIM
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +29,7 @@ __all__ = [
     "apply_layer_transform_",
     "auto_backend",
     "available_backends",
+    "compute_artifacts",
     "compute_distances",
     "generate_inputs",
     "register_backend",
@@ -114,31 +122,66 @@ def generate_inputs(
     device="cpu",
     out: Optional[torch.Tensor] = None,
     backend: str = "auto",
+    stronger_rng: bool = False,
 ) -> torch.Tensor:
     """Return the random input embeddings (SPEC §6) as ``[B, seq_len, H]`` in ``dtype`` on ``device``.
 
     Values are computed in float32 and cast to ``dtype`` once. With ``out`` (a
     tensor of that shape, dtype and device) the result is written into it.
+    ``stronger_rng``: the stronger inputs of SPEC-ARTIFACTS §2 (eight seeds per
+    nonce from one SHA-256, one per segment), which a round may set.
     """
-    args = check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out)
+    args = check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out, stronger_rng)
     return _resolve(backend, args.device, "generate_inputs").generate_inputs(args)
 
 
-def apply_layer_transform_(x: torch.Tensor, v: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
-    """Replace every row of ``x`` ``[..., H]`` by its layer transform (SPEC §7), in place; return ``x``.
+def compute_artifacts(
+    last_hidden: torch.Tensor,
+    block_hash: str,
+    public_key: str,
+    nonces: NoncesLike,
+    *,
+    k: int = ARTIFACT_K,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Return each nonce's artifact (SPEC-ARTIFACTS §4) as float32 unit vectors ``[B, k]`` on ``last_hidden``'s device.
 
-    ``y = x / (||x|| + 1e-8)``, then ``y - 2 (y·v) v`` with the layer's unit
-    vector ``v`` ``[H]`` (``poc_kernels.vectors.layer_vector``). The Triton
-    backend (``auto`` on CUDA) does it in one launch without synchronizing, so
-    it can be captured in a CUDA graph; it takes fp16, bf16 or fp32 ``x`` with
-    contiguous rows.
+    ``last_hidden`` is the final-norm hidden state of each sequence's last
+    token, ``[B, H]`` in any float dtype (the artifact scheme's forward applies
+    the layer transform of SPEC-ARTIFACTS §3 in every decoder layer);
+    ``1 <= k <= H``. The k coordinates are picked in the canonical order of
+    SPEC-ARTIFACTS §5 on every device. A row holding NaN or Inf gives a NaN row
+    (no artifact); an all-zero row gives the all-zero artifact. The float16
+    artifact sent over the network is this rounded to nearest even
+    (``poc_kernels.validation.encode_artifacts``).
+    """
+    args = check_artifact_args(last_hidden, block_hash, public_key, nonces, k)
+    return _resolve(backend, args.last_hidden.device, "compute_artifacts").compute_artifacts(args)
+
+
+def apply_layer_transform_(
+    x: torch.Tensor, v: torch.Tensor, *, normalize: bool = True, backend: str = "auto"
+) -> torch.Tensor:
+    """Replace every row of ``x`` ``[..., H]`` by its layer transform, in place; return ``x``.
+
+    ``normalize=True`` (SPEC §7): ``y = x / (||x|| + 1e-8)``, then
+    ``y - 2 (y·v) v``; ``normalize=False`` (SPEC-ARTIFACTS §3, the artifact
+    scheme): ``x - 2 (x·v) v``. ``v`` is the layer's unit vector ``[H]``
+    (``poc_kernels.vectors.layer_vector``). Both reproduce the deployed eager op
+    sequence's roundings in x's dtype. The Triton backend (``auto`` on CUDA)
+    does it in one launch without synchronizing, so it can be captured in a
+    CUDA graph; it takes fp16, bf16 or fp32 ``x`` with contiguous rows.
     """
     check_layer_args(x, v)
-    return _resolve(backend, x.device, "layer_transform_").layer_transform_(x, v)
+    check_bool(normalize, "normalize")
+    return _resolve(backend, x.device, "layer_transform_").layer_transform_(x, v, normalize)
 
 
-def apply_layer_transform(x: torch.Tensor, v: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
-    """Return the layer transform (SPEC §7) of ``x`` ``[..., H]`` as a new tensor of ``x``'s dtype, shape, device."""
+def apply_layer_transform(
+    x: torch.Tensor, v: torch.Tensor, *, normalize: bool = True, backend: str = "auto"
+) -> torch.Tensor:
+    """Return the layer transform of ``x`` ``[..., H]`` (see :func:`apply_layer_transform_`) as a new tensor."""
     check_layer_args(x, v)
+    check_bool(normalize, "normalize")
     impl = _resolve(backend, x.device, "layer_transform_")
-    return impl.layer_transform_(x.clone(memory_format=torch.contiguous_format), v)
+    return impl.layer_transform_(x.clone(memory_format=torch.contiguous_format), v, normalize)

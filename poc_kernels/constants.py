@@ -31,3 +31,21 @@ VECTOR_P_HONEST: float = 0.02
 VECTOR_DIST_THRESHOLD: float = 0.173663
 #: Length of a vector artifact in the original API (the first k dimensions of the normalized logits).
 VECTOR_DIM: int = 12
+
+# The artifact scheme (SPEC-ARTIFACTS.md)
+
+#: Artifact length k (``k_dim``); requests carry it, other values are legal.
+ARTIFACT_K: int = 12
+#: Epsilon of the normalizations ``h / (||h|| + eps)`` and ``y = x / (||x|| + eps)`` (SPEC-ARTIFACTS §4).
+ARTIFACT_EPS: float = 1e-8
+#: Epsilon of the Haar vectors' normalization ``u / (||u|| + eps)`` (SPEC-ARTIFACTS §4).
+HAAR_EPS: float = 1e-30
+#: Number of seeds, hence segments, of the stronger inputs (SPEC-ARTIFACTS §2).
+STRONGER_SEGMENTS: int = 8
+#: The deployed node's validation defaults (SPEC-ARTIFACTS §6), and the network client's fallbacks.
+ARTIFACT_DIST_THRESHOLD: float = 0.02
+ARTIFACT_P_MISMATCH: float = 0.001
+ARTIFACT_FRAUD_THRESHOLD: float = 0.01
+NETWORK_DIST_THRESHOLD: float = 0.4
+NETWORK_P_MISMATCH: float = 0.1
+NETWORK_FRAUD_THRESHOLD: float = 0.05

@@ -40,21 +40,25 @@ import torch
 from . import rng
 from ._cache import LRUCache
 from ._checks import (
+    ArtifactArgs,
     DistanceArgs,
     InputArgs,
     NoncesLike,
+    check_artifact_args,
     check_distance_args,
     check_input_args,
     check_layer_args,
 )
-from .constants import LAYER_HOOK_EPS, NUM_REFLECTIONS, POC_OUTPUT_DIM
-from .seeds import derive_nonce_seeds
-from .vectors import layer_vector, lm_head, norm, reflection_vectors, sign_flips, target, tree_sum
+from .constants import ARTIFACT_EPS, ARTIFACT_K, LAYER_HOOK_EPS, NUM_REFLECTIONS, POC_OUTPUT_DIM, STRONGER_SEGMENTS
+from .seeds import derive_artifact_seeds, derive_nonce_seeds, stronger_input_seeds
+from .vectors import haar_vectors, layer_vector, lm_head, norm, reflection_vectors, sign_flips, target, tree_sum
 
 __all__ = [
     "MATMUL_CHUNK",
     "apply_layer_transform",
+    "artifacts",
     "clear_cache",
+    "compute_artifacts",
     "compute_distances",
     "distances",
     "distances_from_streams",
@@ -189,14 +193,17 @@ def generate_inputs(
     dtype: torch.dtype = torch.float16,
     device="cpu",
     out: Optional[torch.Tensor] = None,
+    stronger_rng: bool = False,
 ) -> torch.Tensor:
     """Return the random input embeddings (SPEC §6) as ``[B, seq_len, H]`` in ``dtype`` on ``device``.
 
     Values are computed in float32 and cast to ``dtype`` once. With ``out``, the
     embeddings are written into it (its shape, dtype and device must match) and
-    ``out`` is returned.
+    ``out`` is returned. ``stronger_rng``: the stronger inputs of SPEC-ARTIFACTS §2.
     """
-    return inputs(check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out))
+    return inputs(
+        check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out, stronger_rng)
+    )
 
 
 def inputs(args: InputArgs) -> torch.Tensor:
@@ -206,6 +213,17 @@ def inputs(args: InputArgs) -> torch.Tensor:
     if b == 0:
         return out
     compute = compute_device(out.device)
+    if args.stronger:
+        # SPEC-ARTIFACTS §2: segment j of length min(L, n - jL), L = ceil(n / 8), is N(s_j, that length)
+        seeds = stronger_input_seeds(args.block_hash, args.public_key, args.nonces).to(compute)
+        seg = -(-n // STRONGER_SEGMENTS)
+        rows = torch.empty(b, n, dtype=torch.float32, device=compute)
+        for j in range(STRONGER_SEGMENTS):
+            if j * seg < n:
+                length = min(seg, n - j * seg)
+                rng.normal(seeds[:, j], length, out=rows[:, j * seg : j * seg + length])
+        out.copy_(rows.view(b, args.seq_len, args.hidden_size))
+        return out
     seeds = derive_nonce_seeds(args.block_hash, args.public_key, args.nonces, need_post=False).input.to(compute)
     if out.is_contiguous() and compute == out.device:
         rng.normal(seeds, n, out=out.view(b, n))
@@ -214,20 +232,62 @@ def inputs(args: InputArgs) -> torch.Tensor:
     return out
 
 
+# --------------------------------------------------------------------------- artifacts (SPEC-ARTIFACTS §4)
+
+
+def compute_artifacts(
+    last_hidden: torch.Tensor, block_hash: str, public_key: str, nonces: NoncesLike, *, k: int = ARTIFACT_K
+) -> torch.Tensor:
+    """Return each nonce's artifact (SPEC-ARTIFACTS §4) as float32 unit vectors ``[B, k]``, on last_hidden's device."""
+    return artifacts(check_artifact_args(last_hidden, block_hash, public_key, nonces, k))
+
+
+def artifacts(args: ArtifactArgs) -> torch.Tensor:
+    """Return the artifacts of validated arguments as float32 ``[B, k]``; a row with NaN or Inf gives NaN.
+
+    Evaluated in float64 on the contract's float32 streams and rounded to
+    float32 once: ``h / (||h|| + 1e-8)``, the k coordinates of
+    ``rng.pick_indices`` in the canonical order, k-1 Haar reflections, and
+    ``y / (||y|| + 1e-8)``. Every step is row-wise: batch invariant.
+    """
+    last_hidden = args.last_hidden
+    out_device = last_hidden.device
+    b, hidden = last_hidden.shape
+    if b == 0:
+        return torch.empty(0, args.k, dtype=torch.float32, device=out_device)
+    device = compute_device(out_device)
+    h32 = last_hidden.to(device=device, dtype=torch.float32)
+    h = h32.double()
+    h = h / (norm(h) + ARTIFACT_EPS)[:, None]
+    idx = rng.pick_indices(args.block_hash, args.public_key, args.nonces, hidden, args.k, device=device)
+    x = h.gather(1, idx)
+    haar_seeds = derive_artifact_seeds(args.block_hash, args.public_key, args.nonces, args.k).haar
+    u = haar_vectors(haar_seeds.to(device), args.k)
+    for j in range(args.k - 1):
+        x = x - (2.0 * tree_sum(x * u[:, j]))[:, None] * u[:, j]
+    y = x / (norm(x) + ARTIFACT_EPS)[:, None]
+    finite = torch.isfinite(h32).all(dim=1, keepdim=True)
+    return torch.where(finite, y, torch.nan).to(device=out_device, dtype=torch.float32)
+
+
 # --------------------------------------------------------------------------- layer transform (SPEC §7)
 
 
-def apply_layer_transform(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Return ``y - 2 (y·v) v`` with ``y = x / (||x|| + 1e-8)`` per row, in ``x``'s dtype and shape.
+def apply_layer_transform(x: torch.Tensor, v: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+    """Return the layer transform of every row of ``x`` ``[..., H]``, in ``x``'s dtype, shape and device.
 
-    Evaluated in float64 and rounded once to ``x.dtype`` (the original code
-    rounds after every step in the activation dtype, so the two may differ by
-    about one unit in the last place of that dtype).
+    ``normalize=True``: SPEC §7, ``y = x / (||x|| + 1e-8)``, then ``y - 2 (y·v) v``;
+    ``normalize=False``: SPEC-ARTIFACTS §3, ``x - 2 (x·v) v``. Either is the
+    deployed code's eager op sequence in the activation dtype, with its
+    roundings (not the exact value, from which it differs by up to 5 bf16
+    ulps): ``v`` cast to the dtype; ``||x||`` accumulated in float32 and
+    rounded, ``+ 1e-8`` and the division each rounded; the products ``y ⊙ v``
+    rounded, their float32 sum rounded, ``2·dot`` exact, ``(2·dot) ⊙ v``
+    rounded, the difference rounded. (Only the order of the float32
+    accumulations is torch's own, and may differ between devices.)
     """
     check_layer_args(x, v)
-    device = compute_device(x.device)
-    x64 = x.to(device=device, dtype=torch.float64)
-    v64 = v.to(device=device, dtype=torch.float64)
-    y = x64 / (norm(x64) + LAYER_HOOK_EPS)[..., None]
-    y = y - (2.0 * tree_sum(y * v64))[..., None] * v64
-    return y.to(device=x.device, dtype=x.dtype)
+    vd = v.to(device=x.device, dtype=x.dtype)
+    if normalize:
+        x = x / (x.norm(dim=-1, keepdim=True) + LAYER_HOOK_EPS)
+    return x - 2 * (x * vd).sum(dim=-1, keepdim=True) * vd

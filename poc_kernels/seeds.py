@@ -8,6 +8,9 @@
 | random lm_head | ``f"{block_hash}_lm_head"`` |
 | target | ``f"{block_hash}_target"`` |
 | layer hook i | ``f"{block_hash}_layer_{i}_householder"`` |
+| pick scores (SPEC-ARTIFACTS §1) | ``f"{block_hash}_{public_key}_nonce_{nonce}_pick_{k}"`` |
+| Haar step j (SPEC-ARTIFACTS §1) | ``f"{block_hash}_{public_key}_nonce_{nonce}_haar_hh_{k}_{j}"`` |
+| stronger inputs (SPEC-ARTIFACTS §2) | the 8 big-endian words of SHA-256 of the input seed string |
 
 Per-nonce seeds come from the C++ extension when it is built (batched
 SHA-256 continuing the cached state of the shared prefix, SHA-NI where the CPU
@@ -31,9 +34,14 @@ from .constants import NUM_REFLECTIONS
 from .rng import seed_from_string
 
 __all__ = [
+    "ArtifactSeeds",
     "NonceSeeds",
+    "derive_artifact_seeds",
     "derive_nonce_seeds",
     "derive_nonce_seeds_hashlib",
+    "stronger_input_seeds",
+    "pick_seed_string",
+    "haar_seed_string",
     "input_seed_string",
     "sign_seed_string",
     "reflection_seed_string",
@@ -53,6 +61,14 @@ def sign_seed_string(block_hash: str, public_key: str, nonce: int) -> str:
 
 def reflection_seed_string(block_hash: str, public_key: str, nonce: int, r: int) -> str:
     return f"{block_hash}_{public_key}_nonce_{nonce}_hidden_r{r}"
+
+
+def pick_seed_string(block_hash: str, public_key: str, nonce: int, k: int) -> str:
+    return f"{block_hash}_{public_key}_nonce_{nonce}_pick_{k}"
+
+
+def haar_seed_string(block_hash: str, public_key: str, nonce: int, k: int, j: int) -> str:
+    return f"{block_hash}_{public_key}_nonce_{nonce}_haar_hh_{k}_{j}"
 
 
 def lm_head_seed(block_hash: str) -> int:
@@ -144,3 +160,53 @@ def derive_nonce_seeds_hashlib(
         signs=torch.tensor(signs, dtype=torch.int64),
         reflections=torch.tensor(refl, dtype=torch.int64).reshape(len(refl), num_reflections),
     )
+
+
+@dataclass(frozen=True)
+class ArtifactSeeds:
+    """Per-nonce seeds of the artifact scheme as int64 CPU tensors with values in [0, 2**32)."""
+
+    pick: torch.Tensor  # [B]
+    haar: torch.Tensor  # [B, k - 1]
+
+
+def derive_artifact_seeds(
+    block_hash: str, public_key: str, nonces: Union[Sequence[int], torch.Tensor], k: int
+) -> ArtifactSeeds:
+    """Return the pick and Haar seeds of each nonce (SPEC-ARTIFACTS §1), with :mod:`hashlib`.
+
+    ``nonces`` must already be validated ints in [0, 2**32) and ``k >= 1``. The
+    SHA-256 state of the shared ``f"{block_hash}_{public_key}_nonce_"`` prefix
+    is computed once and copied per seed.
+    """
+    if isinstance(nonces, torch.Tensor):
+        nonces = nonces.tolist()
+    prefix = hashlib.sha256(f"{block_hash}_{public_key}_nonce_".encode())
+    pick_tail = f"_pick_{k}".encode("ascii")
+    haar_tails = [f"_haar_hh_{k}_{j}".encode("ascii") for j in range(k - 1)]
+    pick, haar = [], []
+    for nonce in nonces:
+        digits = str(int(nonce)).encode("ascii")
+        pick.append(_seed(prefix, digits + pick_tail))
+        haar.append([_seed(prefix, digits + tail) for tail in haar_tails])
+    return ArtifactSeeds(
+        pick=torch.tensor(pick, dtype=torch.int64),
+        haar=torch.tensor(haar, dtype=torch.int64).reshape(len(pick), k - 1),
+    )
+
+
+def stronger_input_seeds(block_hash: str, public_key: str, nonces: Union[Sequence[int], torch.Tensor]) -> torch.Tensor:
+    """Return the 8 seeds of each nonce's stronger inputs (SPEC-ARTIFACTS §2) as int64 ``[B, 8]`` on the CPU.
+
+    Seed ``j`` is bytes ``4j .. 4j+3`` of SHA-256 of ``f"{block_hash}_{public_key}_nonce{nonce}"``, big endian.
+    """
+    if isinstance(nonces, torch.Tensor):
+        nonces = nonces.tolist()
+    prefix = hashlib.sha256(f"{block_hash}_{public_key}_nonce".encode())
+    rows = []
+    for nonce in nonces:
+        h = prefix.copy()
+        h.update(str(int(nonce)).encode("ascii"))
+        d = h.digest()
+        rows.append([int.from_bytes(d[4 * j : 4 * j + 4], "big") for j in range(8)])
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), 8)

@@ -8,7 +8,8 @@ vectors against the contract's streams on their own:
 - ``target``: ``t = N(seed_target, D) / ||N||`` (float64);
 - ``sign_flips``: ``+1`` where ``U(seed_signs) > 0.5``, else ``-1`` (float32);
 - ``reflection_vectors``: ``v_r = N(seed_r, H) / ||N||`` (float64);
-- ``layer_vector``: ``v_i = N(seed_layer_i, H) / ||N||`` (float32).
+- ``layer_vector``: ``v_i = N(seed_layer_i, H) / ||N||`` (float32);
+- ``haar_vectors``: ``u_j = N(seed_haar_j, k) / (||N|| + 1e-30)`` of the artifact scheme (float64).
 
 Norms use :func:`tree_sum`, a fixed pairwise order of elementwise adds, so a
 vector never depends on the device's reduction heuristics or thread count.
@@ -20,10 +21,11 @@ import torch
 
 from . import rng
 from ._checks import check_int, check_str
-from .constants import LM_HEAD_SCALE, POC_OUTPUT_DIM
+from .constants import HAAR_EPS, LM_HEAD_SCALE, POC_OUTPUT_DIM
 from .seeds import layer_seed, lm_head_seed, target_seed
 
 __all__ = [
+    "haar_vectors",
     "layer_vector",
     "lm_head",
     "norm",
@@ -96,3 +98,14 @@ def layer_vector(block_hash: str, layer: int, hidden_size: int, *, device="cpu")
     hidden_size = check_int(hidden_size, "hidden_size", 1)
     v = rng.normal(layer_seed(block_hash, layer), hidden_size, device=torch.device(device)).double()
     return (v / norm(v)).float()
+
+
+def haar_vectors(seeds: torch.Tensor, k: int) -> torch.Tensor:
+    """Return the Haar reflection vectors ``N(seed, k) / (||N|| + 1e-30)`` as float64 ``[*seeds.shape, k]``.
+
+    SPEC-ARTIFACTS §4: ``seeds`` are the ``k - 1`` Haar seeds of each nonce
+    (``[B, k - 1]``); the result is on ``seeds``' device.
+    """
+    u = rng.normal(seeds.reshape(-1), k).double()
+    u = u / (norm(u) + HAAR_EPS)[:, None]
+    return u.view(*seeds.shape, k)

@@ -7,8 +7,6 @@ SPEC.md are never widened here to make a test pass; rows that are not SPEC
 bounds say what they bound instead.
 """
 
-import torch
-
 from poc_kernels.constants import LM_HEAD_SCALE
 
 # --------------------------------------------------------------------------- SPEC §5: distances
@@ -37,15 +35,22 @@ UNIT_F64_ATOL = 1e-15
 #: The same, rounded to float32 (layer vectors, SPEC §7): half a float32 ulp at magnitude <= 1 is 6e-8.
 UNIT_F32_ATOL = 1e-7
 
-# --------------------------------------------------------------------------- SPEC §7: the layer transform
+# --------------------------------------------------------------- SPEC §7, SPEC-ARTIFACTS §3: the layer transform
 
-#: The oracle's layer transform vs the exact value, per activation dtype: it evaluates in float64 and rounds
-#: once, so it is within half an ulp of the dtype at magnitude 1 (|y| <= 1 after normalization).
-LAYER_HALF_ULP = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
-#: The Triton layer transform vs the oracle, per activation dtype: it evaluates in float32 and rounds once to
-#: the dtype, so the two agree within one ulp of the dtype at magnitude 1; in float32, within 2**-20 (float32
-#: rounding of the norm and the dot over H values).
-LAYER_KERNEL_ATOL = {torch.float32: 2.0**-20, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+#: The deployed eager op sequence (the oracle) vs the exact value, in ulps of the activation dtype at the row's
+#: largest magnitude (SPEC §7: "That sequence differs from the correctly rounded result by up to 5 bf16 ulps").
+LAYER_EAGER_ULPS = 5
+#: The Triton kernel vs that sequence run by torch, in float32 (in fp16 and bf16 they are equal bit for bit): they may
+#: differ only through the order of the float32 accumulations (SPEC §7, SPEC-ARTIFACTS §3), which moves the norm and
+#: the dot product by about an ulp each; relative to the row's largest magnitude.
+LAYER_FP32_ORDER_RTOL = 2.0**-20
+
+# --------------------------------------------------------------------------- SPEC-ARTIFACTS §4: artifacts
+
+#: Any implementation's float32 artifact vs the float64 evaluation of the same formula on the same float32 streams
+#: (SPEC-ARTIFACTS §4 "Accuracy": within 1e-6); the float16 artifact equals the rounded float32 one, except where
+#: that lies within this bound of a float16 rounding boundary (then at most 1 ulp apart).
+ARTIFACT_ATOL = 1e-6
 
 # --------------------------------------------------------------------------- not SPEC bounds
 

@@ -25,6 +25,13 @@ def conformance():
 
 
 @pytest.fixture(scope="session")
+def artifacts_conformance():
+    """The vectors of tests/data/artifacts_public.json (produced by the deployed artifact-scheme implementation)."""
+    with open(DATA / "artifacts_public.json") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen3(tmp_path_factory):
     """``(path, transformers model)`` of a seeded random tiny Qwen3 with SmolLM2's tokenizer (built once)."""
     import importlib.util

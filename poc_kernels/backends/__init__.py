@@ -26,10 +26,11 @@ from typing import Callable, Optional
 
 import torch
 
-from .._checks import DistanceArgs, InputArgs
+from .._checks import ArtifactArgs, DistanceArgs, InputArgs
 
 __all__ = [
     "BACKENDS",
+    "ArtifactArgs",
     "Backend",
     "DistanceArgs",
     "InputArgs",
@@ -48,8 +49,8 @@ class Backend:
 
     ``supports(device)``: the backend can run on ``device``; ``preferred(device)``
     (default: ``supports``): ``backend="auto"`` may pick it there.
-    ``layer_transform_`` is None when the backend does not implement the layer
-    transform (``auto`` then goes on to the next backend).
+    An optional operation is None when the backend does not implement it
+    (``auto`` then goes on to the next backend).
     """
 
     name: str
@@ -58,8 +59,11 @@ class Backend:
     compute_distances: Callable[[DistanceArgs], torch.Tensor]
     #: input embeddings (SPEC §6), ``args.out`` when given
     generate_inputs: Callable[[InputArgs], torch.Tensor]
-    #: the layer transform (SPEC §7) of ``x [..., H]`` with the unit vector ``v [H]``, in place; returns ``x``
-    layer_transform_: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+    #: artifacts (SPEC-ARTIFACTS §4) as float32 ``[B, k]`` on ``args.last_hidden``'s device
+    compute_artifacts: Optional[Callable[[ArtifactArgs], torch.Tensor]] = None
+    #: the layer transform of ``x [..., H]`` with the unit vector ``v [H]``, in place; returns ``x``; with
+    #: ``normalize`` SPEC §7, without SPEC-ARTIFACTS §3
+    layer_transform_: Optional[Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]] = None
     preferred: Optional[Callable[[torch.device], bool]] = None
 
     def is_preferred(self, device: torch.device) -> bool:

@@ -24,13 +24,13 @@ import torch
 
 from .. import _custom_ops as ops
 from .._cache import LRUCache
-from .._checks import DistanceArgs, InputArgs
-from ..constants import LM_HEAD_SCALE
-from ..seeds import lm_head_seed, target_seed
+from .._checks import ArtifactArgs, DistanceArgs, InputArgs
+from ..constants import LM_HEAD_SCALE, STRONGER_SEGMENTS
+from ..seeds import derive_artifact_seeds, lm_head_seed, stronger_input_seeds, target_seed
 from ..vectors import norm
 from . import Backend, register_backend
 
-__all__ = ["CACHE_SIZE", "clear_cache", "compute_distances", "generate_inputs", "projection"]
+__all__ = ["CACHE_SIZE", "clear_cache", "compute_artifacts", "compute_distances", "generate_inputs", "projection"]
 
 #: Number of ``(block_hash, H, D)`` projections kept (each is ``4*D*H`` bytes: 32 MiB at H=1024).
 CACHE_SIZE = 4
@@ -72,18 +72,32 @@ def compute_distances(args: DistanceArgs) -> torch.Tensor:
     return ops.compute_distances(args.last_hidden.to(torch.float32), w, t, signs if args.sign_flips else None, refl)
 
 
+def compute_artifacts(args: ArtifactArgs) -> torch.Tensor:
+    """Return the artifacts (SPEC-ARTIFACTS §4) as float32 ``[B, k]`` on the CPU (seeds from hashlib)."""
+    seeds = derive_artifact_seeds(args.block_hash, args.public_key, args.nonces, args.k)
+    return ops.compute_artifacts(args.last_hidden.to(torch.float32), seeds.pick, seeds.haar)
+
+
 def generate_inputs(args: InputArgs) -> torch.Tensor:
     """Return the input embeddings (SPEC §6) as ``[B, seq_len, H]`` in ``args.dtype`` on the CPU."""
     b, n = len(args.nonces), args.seq_len * args.hidden_size
     out = args.output()
     if b == 0:
         return out
-    seeds = ops.derive_seeds(args.block_hash, args.public_key, args.nonces, 0, True, False)[0]
     rows = _row_view(out, b, n)
-    if rows is not None and out.dtype in _NATIVE_DTYPES:
-        ops.normal_(rows, seeds)
-    else:  # a layout or dtype the op does not write: float32 values, cast once by the copy
-        out.copy_(ops.normal_(torch.empty(b, n, dtype=torch.float32), seeds).view(b, args.seq_len, args.hidden_size))
+    direct = rows is not None and out.dtype in _NATIVE_DTYPES
+    if not direct:  # a layout or dtype the op does not write: float32 values, cast once by the copy
+        rows = torch.empty(b, n, dtype=torch.float32)
+    if args.stronger:  # SPEC-ARTIFACTS §2: segment j, of length min(L, n - jL), is N(s_j, that length)
+        seeds = stronger_input_seeds(args.block_hash, args.public_key, args.nonces)
+        seg = -(-n // STRONGER_SEGMENTS)
+        for j in range(STRONGER_SEGMENTS):
+            if j * seg < n:
+                ops.normal_(rows[:, j * seg : min(n, (j + 1) * seg)], seeds[:, j])
+    else:
+        ops.normal_(rows, ops.derive_seeds(args.block_hash, args.public_key, args.nonces, 0, True, False)[0])
+    if not direct:
+        out.copy_(rows.view(b, args.seq_len, args.hidden_size))
     return out
 
 
@@ -103,5 +117,6 @@ if ops.HAS_EXT:
             supports=lambda device: device.type == "cpu",
             compute_distances=compute_distances,
             generate_inputs=generate_inputs,
+            compute_artifacts=compute_artifacts,
         )
     )

@@ -2,6 +2,8 @@
 
 - :mod:`.batches`: proof batches, the mismatch rules and the vector codec (what
   the node's HTTP API sends, receives and judges);
+- :mod:`.artifacts`: the artifact scheme's batches, comparison and verdict
+  (SPEC-ARTIFACTS §6), in the network's JSON shapes;
 - :mod:`.fraud`: the binomial fraud test and its exact power;
 - :mod:`.network`: stake-weighted validators and the network simulation (read
   by the command line and its plots);
@@ -11,6 +13,18 @@ Every public name of those modules is importable from here.
 """
 
 from ..constants import DISTANCE_P_HONEST, POC_OUTPUT_DIM, VECTOR_DIM, VECTOR_DIST_THRESHOLD, VECTOR_P_HONEST
+from .artifacts import (
+    Artifact,
+    ArtifactBatch,
+    ArtifactComparison,
+    ArtifactValidation,
+    Encoding,
+    StatTest,
+    compare_artifacts,
+    decode_artifact,
+    encode_artifacts,
+    validate_artifacts,
+)
 from .batches import (
     ProofBatch,
     ValidatedBatch,
@@ -50,6 +64,16 @@ from .network import (
 )
 
 __all__ = [
+    "Artifact",
+    "ArtifactBatch",
+    "ArtifactComparison",
+    "ArtifactValidation",
+    "Encoding",
+    "StatTest",
+    "compare_artifacts",
+    "decode_artifact",
+    "encode_artifacts",
+    "validate_artifacts",
     "DEFAULT_VALIDATORS",
     "DISTANCE_P_HONEST",
     "POC_OUTPUT_DIM",

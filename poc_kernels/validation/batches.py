@@ -108,7 +108,7 @@ def decode_vector(data: Union[str, bytes], dim: Optional[int] = None) -> np.ndar
 
 
 def _as_vectors(values: Any, name: str, dim: Optional[int]) -> np.ndarray:
-    """Return a float64 [n, dim] array from a 2-D array-like or a sequence of base64 strings."""
+    """Return a float64 [n, dim] array from a 2-D array-like or a sequence of base64 strings; raise on anything else."""
     if isinstance(values, (list, tuple)) and values and all(isinstance(v, (str, bytes)) for v in values):
         rows = []
         for i, v in enumerate(values):
@@ -126,23 +126,50 @@ def _as_vectors(values: Any, name: str, dim: Optional[int]) -> np.ndarray:
     return arr
 
 
+def _received_vectors(values: Any, n: int, dim: int) -> np.ndarray:
+    """Return the claimed vectors as float64 ``[n, dim]``, a NaN row for each one that is malformed.
+
+    A claimed vector comes from the wire: one that does not decode, does not hold
+    ``dim`` values or holds a non-finite value is a mismatch, never an error
+    that aborts the whole comparison. ``values`` must still be one entry per
+    nonce (a list of base64 strings, or a 2-D array-like).
+    """
+    if isinstance(values, (list, tuple)) and all(v is None or isinstance(v, (str, bytes)) for v in values):
+        if len(values) != n:
+            raise ValueError(f"received must hold one vector per nonce: {n} recomputed, {len(values)} received")
+        out = np.full((n, dim), np.nan)
+        for i, v in enumerate(values):
+            try:
+                out[i] = decode_vector(v, dim)
+            except (TypeError, ValueError):
+                pass
+        return out
+    arr = as_float_array(values, "received", 2)
+    if arr.shape != (n, dim):
+        raise ValueError(f"received and recomputed must have the same shape, got {arr.shape} and {(n, dim)}")
+    return np.where(np.isfinite(arr).all(axis=1, keepdims=True), arr, np.nan)
+
+
 def vector_distances(received: Any, recomputed: Any) -> np.ndarray:
     """Return the float64 [n] L2 distances between claimed and recomputed vectors, row by row.
 
     Each argument is a 2-D array-like ``[n, dim]`` or a sequence of base64 fp16
-    vectors (:func:`decode_vector`).
+    vectors (:func:`decode_vector`). The recomputed ones must be well formed;
+    a malformed claimed vector gets the distance NaN.
     """
-    a = _as_vectors(received, "received", None)
     b = _as_vectors(recomputed, "recomputed", None)
-    if a.shape != b.shape:
-        raise ValueError(f"received and recomputed must have the same shape, got {a.shape} and {b.shape}")
+    a = _received_vectors(received, *b.shape)
     return np.linalg.norm(a - b, axis=1)
 
 
 def vector_mismatches(received: Any, recomputed: Any, dist_threshold: float = VECTOR_DIST_THRESHOLD) -> np.ndarray:
-    """Return a bool [n] array: True where a claimed vector's L2 distance to its recomputation exceeds the threshold."""
+    """Return a bool [n] array: True where a claimed vector's L2 distance to its recomputation exceeds the threshold.
+
+    A claimed vector that is malformed (not base64, the wrong length, a
+    non-finite value) is a mismatch: one bad vector never aborts a validation.
+    """
     threshold = check_non_negative(dist_threshold, "dist_threshold")
-    return vector_distances(received, recomputed) > threshold
+    return ~(vector_distances(received, recomputed) <= threshold)  # NaN (malformed) is a mismatch
 
 
 def distance_mismatches(received_dist: Any, dist: Any, r_target: float) -> np.ndarray:

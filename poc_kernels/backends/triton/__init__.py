@@ -1,8 +1,9 @@
 """The ``"triton"`` backend: fused Triton kernels, registered as torch custom ops.
 
 One op family per module: ``_streams`` (device functions of the contract's
-streams), ``distances`` (fused distances), ``inputs`` (input embeddings and the
-materialized lm_head), ``layer_hook`` (the layer transform), then
+streams), ``distances`` (fused distances), ``artifacts`` (the artifact
+scheme's fingerprints), ``inputs`` (input embeddings and the materialized
+lm_head), ``layer_hook`` (the layer transforms), then
 ``custom_ops`` (torch.library registration) and ``backend`` (the functions the
 API calls). ``configs`` holds the fixed launch configurations and
 ``compile_check`` compiles them for real GPUs
@@ -43,16 +44,22 @@ def _compute_distances(args):
     return backend.compute_distances(args)
 
 
+def _compute_artifacts(args):
+    from . import backend
+
+    return backend.compute_artifacts(args)
+
+
 def _generate_inputs(args):
     from . import backend
 
     return backend.generate_inputs(args)
 
 
-def _layer_transform_(x, v):
+def _layer_transform_(x, v, normalize):
     from . import backend
 
-    return backend.layer_transform_(x, v)
+    return backend.layer_transform_(x, v, normalize)
 
 
 if importlib.util.find_spec("triton") is not None:
@@ -62,6 +69,7 @@ if importlib.util.find_spec("triton") is not None:
             supports=supports,
             compute_distances=_compute_distances,
             generate_inputs=_generate_inputs,
+            compute_artifacts=_compute_artifacts,
             layer_transform_=_layer_transform_,
             preferred=lambda device: device.type == "cuda" and supports(device),
         )

@@ -13,8 +13,8 @@ import torch
 
 from ... import _custom_ops
 from ..._cache import LRUCache
-from ..._checks import DistanceArgs, InputArgs
-from ...seeds import derive_nonce_seeds, lm_head_seed
+from ..._checks import ArtifactArgs, DistanceArgs, InputArgs
+from ...seeds import derive_artifact_seeds, derive_nonce_seeds, lm_head_seed, stronger_input_seeds
 from ...vectors import target
 from . import custom_ops  # noqa: F401  (registers torch.ops.poc_kernels.triton_*)
 from .configs import config_for
@@ -104,28 +104,42 @@ def compute_distances(args: DistanceArgs) -> torch.Tensor:
     )
 
 
+def compute_artifacts(args: ArtifactArgs) -> torch.Tensor:
+    """Return the artifacts (SPEC-ARTIFACTS §4) as float32 ``[B, k]`` in one launch (seeds from hashlib)."""
+    device = args.last_hidden.device
+    config_for(device)
+    seeds = derive_artifact_seeds(args.block_hash, args.public_key, args.nonces, args.k)
+    return torch.ops.poc_kernels.triton_artifacts(args.last_hidden, seeds.pick.to(device), seeds.haar.to(device))
+
+
 def generate_inputs(args: InputArgs) -> torch.Tensor:
-    """Return the input embeddings (SPEC §6) in one launch; ``args.out`` when given."""
+    """Return the input embeddings (SPEC §6, or the stronger ones of SPEC-ARTIFACTS §2) in one launch."""
     config_for(args.device)
     out = args.output()
-    if len(args.nonces):
+    if not len(args.nonces):
+        return out
+    if args.stronger:  # SPEC-ARTIFACTS §2: eight seeds per nonce, one launch for all the segments
+        seeds = stronger_input_seeds(args.block_hash, args.public_key, args.nonces).to(args.device)
+    else:
         seeds, _, _ = device_seeds(
             args.block_hash, args.public_key, args.nonces, 0, args.device, need_input=True, need_post=False
         )
-        torch.ops.poc_kernels.triton_generate_inputs_(seeds, out)
+    torch.ops.poc_kernels.triton_generate_inputs_(seeds, out)
     return out
 
 
 HOOK_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def layer_transform_(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Apply the layer transform (SPEC §7) to ``x`` ``[..., H]`` in place, one launch; return ``x``.
+def layer_transform_(x: torch.Tensor, v: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Apply the layer transform to ``x`` ``[..., H]`` in place, one launch; return ``x``.
 
-    ``x`` is fp16, bf16 or fp32 with contiguous rows; ``v`` is the layer's unit
-    vector ``[H]`` on the same device (the API has checked both shapes). Only
-    host-side checks, no synchronization: safe to call while a CUDA graph is
-    being captured.
+    SPEC §7 with ``normalize``, SPEC-ARTIFACTS §3 without, with the deployed
+    eager roundings. ``x`` is fp16, bf16 or fp32 with contiguous rows; ``v`` is
+    the layer's unit vector ``[H]`` on the same device (the API has checked
+    both shapes), cast to x's dtype here unless it has it already (pass it so
+    to launch nothing else). Only host-side checks, no synchronization: safe to
+    call while a CUDA graph is being captured.
     """
     if x.dtype not in HOOK_DTYPES:
         raise TypeError(f"x must be a float16, bfloat16 or float32 tensor for the Triton backend, got {x.dtype}")
@@ -137,5 +151,5 @@ def layer_transform_(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise ValueError("x must have contiguous rows (stride 1 along hidden)")
     rows = x if x.dim() == 2 else x.view(-1, h)
     config_for(x.device)
-    torch.ops.poc_kernels.triton_layer_hook_(rows, v.to(torch.float32).contiguous())
+    torch.ops.poc_kernels.triton_layer_hook_(rows, v.to(x.dtype).contiguous(), normalize)
     return x

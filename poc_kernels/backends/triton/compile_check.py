@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from ...constants import NUM_REFLECTIONS
+from ...constants import ARTIFACT_K, NUM_REFLECTIONS, STRONGER_SEGMENTS
 from . import interpreter_enabled
 from .configs import GPU_CONFIGS, Config
 
@@ -136,46 +136,77 @@ def shipped_variants(cfg: Config) -> list[Variant]:
             {"num_warps": 4, "enable_fp_fusion": True},
         )
     )
-    for (dname, ptr), seeds in itertools.product(DTYPES.items(), SEED_TYPES):
+    for (dname, ptr), seeds, segments in itertools.product(DTYPES.items(), SEED_TYPES, (1, STRONGER_SEGMENTS)):
         out.append(
             Variant(
                 "_normal_rows_kernel",
                 cfg.name,
-                f"out={dname} seeds={seeds[1:]} block={cfg.rows_block}",
+                f"out={dname} seeds={seeds[1:]} segments={segments} block={cfg.rows_block}",
                 {
                     "seed_ptr": seeds,
                     "out_ptr": ptr,
                     "n": "i64",
-                    "P": "i64",
+                    "L": "i64",
                     "H": "i32",
                     "stride_b": "i64",
                     "stride_s": "i64",
                     "stride_h": "i64",
                     "scale": "fp32",
+                    "SEGMENTS": "constexpr",
                     "BLOCK": "constexpr",
                 },
-                {"BLOCK": cfg.rows_block},
+                {"SEGMENTS": segments, "BLOCK": cfg.rows_block},
                 {"num_warps": cfg.rows_warps, "enable_fp_fusion": True},
+            )
+        )
+    for (dname, ptr), normalize in itertools.product(DTYPES.items(), (True, False)):
+        out.append(
+            Variant(
+                "_layer_hook_kernel",
+                cfg.name,
+                f"x={dname} normalize={normalize} block={cfg.hook_block}",
+                {
+                    "x_ptr": ptr,
+                    "v_ptr": ptr,
+                    "H": "i32",
+                    "stride_t": "i64",
+                    "eps": "fp32",
+                    "NORMALIZE": "constexpr",
+                    "BLOCK_H": "constexpr",
+                },
+                {"NORMALIZE": normalize, "BLOCK_H": cfg.hook_block},
+                {"num_warps": cfg.hook_warps, "enable_fp_fusion": False},
             )
         )
     for dname, ptr in DTYPES.items():
         out.append(
             Variant(
-                "_layer_hook_kernel",
+                "_artifact_kernel",
                 cfg.name,
-                f"x={dname} block={cfg.hook_block}",
-                {"x_ptr": ptr, "v_ptr": "*fp32", "H": "i32", "stride_t": "i64", "eps": "fp32", "BLOCK_H": "constexpr"},
-                {"BLOCK_H": cfg.hook_block},
-                {"num_warps": cfg.hook_warps, "enable_fp_fusion": False},
+                f"h={dname} k={ARTIFACT_K} block={cfg.artifact_block}",
+                {
+                    "h_ptr": ptr,
+                    "stride_hb": "i32",
+                    "stride_hh": "i32",
+                    "pick_seed_ptr": "*i64",
+                    "haar_seed_ptr": "*i64",
+                    "out_ptr": "*fp32",
+                    "H": "i32",
+                    "K": "constexpr",
+                    "KPAD": "constexpr",
+                    "BLOCK_H": "constexpr",
+                },
+                {"K": ARTIFACT_K, "KPAD": 16, "BLOCK_H": cfg.artifact_block},
+                {"num_warps": cfg.artifact_warps, "enable_fp_fusion": False},
             )
         )
     return out
 
 
 def _kernel(name: str):
-    from . import distances, inputs, layer_hook
+    from . import artifacts, distances, inputs, layer_hook
 
-    for mod in (distances, inputs, layer_hook):
+    for mod in (distances, artifacts, inputs, layer_hook):
         if hasattr(mod, name):
             return getattr(mod, name)
     raise KeyError(name)

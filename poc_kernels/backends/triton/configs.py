@@ -42,6 +42,9 @@ class Config:
     # _layer_hook_kernel: hidden chunk, warps
     hook_block: int
     hook_warps: int
+    # _artifact_kernel: hidden chunk (at most), warps
+    artifact_block: int
+    artifact_warps: int
 
 
 # Ampere, Hopper and newer. 3xTF32 keeps the projection fp32-accurate (plain TF32 is
@@ -63,6 +66,8 @@ CUDA_SM80 = Config(
     rows_warps=4,
     hook_block=1024,
     hook_warps=4,
+    artifact_block=1024,
+    artifact_warps=4,
 )
 
 INTERPRETER = Config(
@@ -82,6 +87,8 @@ INTERPRETER = Config(
     rows_warps=1,
     hook_block=8192,
     hook_warps=1,
+    artifact_block=8192,
+    artifact_warps=1,
 )
 
 #: Every configuration compiled for real GPUs.

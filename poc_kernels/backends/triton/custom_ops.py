@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from . import artifacts as _artifacts
 from . import distances as _distances
 from . import inputs as _inputs
 from . import layer_hook as _layer_hook
@@ -39,9 +40,20 @@ def _(last_hidden, sign_seeds, refl_seeds, target, lm_head, lm_head_seed, output
     return last_hidden.new_empty((last_hidden.shape[0],), dtype=torch.float32)
 
 
+@torch.library.custom_op("poc_kernels::triton_artifacts", mutates_args=())
+def triton_artifacts(last_hidden: torch.Tensor, pick_seeds: torch.Tensor, haar_seeds: torch.Tensor) -> torch.Tensor:
+    """Return the artifacts of SPEC-ARTIFACTS §4 as float32 ``[B, k]``, ``k = 1 + haar_seeds.shape[1]``."""
+    return _artifacts.artifacts(last_hidden, pick_seeds, haar_seeds)
+
+
+@triton_artifacts.register_fake
+def _(last_hidden, pick_seeds, haar_seeds):
+    return last_hidden.new_empty((last_hidden.shape[0], haar_seeds.shape[1] + 1), dtype=torch.float32)
+
+
 @torch.library.custom_op("poc_kernels::triton_generate_inputs_", mutates_args=("out",))
 def triton_generate_inputs_(seeds: torch.Tensor, out: torch.Tensor) -> None:
-    """Write the input embeddings of ``seeds`` (int64 ``[B]``) into ``out`` ``[B, seq_len, H]``."""
+    """Write the input embeddings of ``seeds`` (``[B]``, or ``[B, 8]`` for the stronger inputs) into ``out``."""
     _inputs.generate_inputs(seeds, out)
 
 
@@ -62,11 +74,11 @@ def _(seed, output_dim, hidden_size, device):
 
 
 @torch.library.custom_op("poc_kernels::triton_layer_hook_", mutates_args=("x",))
-def triton_layer_hook_(x: torch.Tensor, v: torch.Tensor) -> None:
-    """Apply the layer-hook transform to ``x`` ``[T, H]`` in place."""
-    _layer_hook.layer_hook_(x, v)
+def triton_layer_hook_(x: torch.Tensor, v: torch.Tensor, normalize: bool) -> None:
+    """Apply the layer transform to ``x`` ``[T, H]`` in place (``v`` in x's dtype; SPEC §7 with ``normalize``)."""
+    _layer_hook.layer_hook_(x, v, normalize)
 
 
 @triton_layer_hook_.register_fake
-def _(x, v):
+def _(x, v, normalize):
     return None

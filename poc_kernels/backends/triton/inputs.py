@@ -27,53 +27,66 @@ def _normal_rows_kernel(
     seed_ptr,
     out_ptr,
     n,
-    P,
+    L,
     H,
     stride_b,
     stride_s,
     stride_h,
     scale,
+    SEGMENTS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # Row b of the output is N(seed_b, n) viewed as [n // H, H] (strided), times scale.
-    b = tl.program_id(0).to(tl.int64)
+    # Program (r, block): stream r = b * SEGMENTS + g, segment g of row b: N(seed_r, len_g) written at
+    # positions g*L .. g*L + len_g - 1 of row b (len_g = min(L, n - g*L)), row b viewed as [n // H, H], times scale.
+    r = tl.program_id(0).to(tl.int64)
+    b = r // SEGMENTS
+    off = (r % SEGMENTS) * L
+    seg_len = tl.minimum(L, n - off)
+    p = (seg_len + 1) // 2
     j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    seed = tl.load(seed_ptr + b).to(tl.uint32)
-    c, s = normal_pair(seed, j.to(tl.uint32), P.to(tl.uint32))
+    seed = tl.load(seed_ptr + r).to(tl.uint32)
+    c, s = normal_pair(seed, j.to(tl.uint32), p.to(tl.uint32))
     row = out_ptr + b * stride_b
-    ia = j
-    ib = P + j
+    ia = off + j
+    ib = off + p + j
     pa = row + (ia // H) * stride_s + (ia % H) * stride_h
     pb = row + (ib // H) * stride_s + (ib % H) * stride_h
     dtype = out_ptr.dtype.element_ty
-    tl.store(pa, cast_out(c * scale, dtype), mask=ia < P)
-    tl.store(pb, cast_out(s * scale, dtype), mask=(j < P) & (ib < n))
+    tl.store(pa, cast_out(c * scale, dtype), mask=j < p)
+    tl.store(pb, cast_out(s * scale, dtype), mask=(j < p) & (p + j < seg_len))
 
 
 # ----------------------------------------------------------------------------- launchers
 
 
 def normal_rows(seeds: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Write ``scale * N(seeds[b], S * H)`` into ``out[b]`` (``[B, S, H]``, any strides, float dtype)."""
+    """Write ``scale * N(seeds[b], S * H)`` into ``out[b]`` (``[B, S, H]``, any strides, float dtype).
+
+    With ``seeds`` ``[B, G]``, row ``b`` is instead the concatenation of ``G``
+    segments of length ``ceil(n / G)`` (the last one shorter), segment ``g``
+    being ``N(seeds[b, g], its length)`` (SPEC-ARTIFACTS §2).
+    """
     b, s, h = out.shape
     n = s * h
     if b == 0 or n == 0:
         return out
     if n > 2**32:
         raise ValueError(f"a stream holds at most 2**32 values, got {n}")
+    segments = seeds.shape[1] if seeds.dim() == 2 else 1
+    seg = -(-n // segments)
     cfg = config_for(out.device)
-    p = (n + 1) // 2
-    grid = (b, triton.cdiv(p, cfg.rows_block))
+    grid = (b * segments, triton.cdiv((seg + 1) // 2, cfg.rows_block))
     _normal_rows_kernel[grid](
-        seeds,
+        seeds.reshape(-1),
         out,
         n,
-        p,
+        seg,
         h,
         out.stride(0),
         out.stride(1),
         out.stride(2),
         scale,
+        SEGMENTS=segments,
         BLOCK=cfg.rows_block,
         num_warps=cfg.rows_warps,
         enable_fp_fusion=True,
@@ -82,7 +95,10 @@ def normal_rows(seeds: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> t
 
 
 def generate_inputs(seeds: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Write the input embeddings of ``seeds`` (int64 ``[B]``) into ``out`` ``[B, seq_len, H]``; return ``out``."""
+    """Write the input embeddings of ``seeds`` into ``out`` ``[B, seq_len, H]``; return ``out``.
+
+    ``seeds`` int64 ``[B]`` (SPEC §6), or ``[B, 8]`` for the stronger inputs of SPEC-ARTIFACTS §2.
+    """
     return normal_rows(seeds, out)
 
 

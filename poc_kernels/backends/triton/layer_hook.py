@@ -1,15 +1,21 @@
-"""Layer-hook transform (SPEC §7), in place, one launch per layer.
+"""The layer transform, in place, one launch per layer, with the deployed eager op sequence's roundings.
 
 For every row ``x`` of ``[T, H]`` (fp16, bf16 or fp32) and the layer's unit
-vector ``v``::
+vector ``v`` (in the activation dtype)::
 
-    y = x / (||x|| + 1e-8)
+    y = x / (||x|| + 1e-8)          # NORMALIZE (SPEC §7); SPEC-ARTIFACTS §3 has y = x
     x <- y - 2 (y·v) v
 
-computed in float32 and rounded once to the activation dtype. The original
-code needs about 18 launches per layer for this. The launch takes only device
-tensors and plain numbers and never synchronizes, so it can be captured in a
-CUDA graph.
+rounded as the deployed code's eager PyTorch ops round it in the activation
+dtype (SPEC §7, SPEC-ARTIFACTS §3): ``||x||`` accumulated in float32 and
+rounded, ``+ 1e-8`` rounded, the division rounded (``div_rn``: Triton's ``/`` is
+an approximation on NVIDIA GPUs); each product ``y ⊙ v`` rounded, their sum
+accumulated in float32 and rounded, ``2·dot`` exact, ``(2·dot) ⊙ v`` rounded,
+the difference rounded. Only the order of the float32 accumulations may differ
+from torch's (a fixed chunk order here); FMA contraction is off, because the
+eager ops round every product. The original code needs about 18 launches per
+layer for this. The launch takes only device tensors and plain numbers and
+never synchronizes, so it can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -24,39 +30,64 @@ from .configs import config_for
 
 
 @triton.jit
-def _layer_hook_kernel(x_ptr, v_ptr, H, stride_t, eps, BLOCK_H: tl.constexpr):
+def rounded(x, DTYPE: tl.constexpr):
+    # float32 x rounded to DTYPE (to nearest even) and back: the value an eager op in DTYPE stores
+    if DTYPE == tl.float32:
+        return x
+    else:
+        return cast_out(x, DTYPE).to(tl.float32)
+
+
+@triton.jit
+def _layer_hook_kernel(x_ptr, v_ptr, H, stride_t, eps, NORMALIZE: tl.constexpr, BLOCK_H: tl.constexpr):
     row = x_ptr + tl.program_id(0).to(tl.int64) * stride_t
+    dtype = x_ptr.dtype.element_ty
     offs = tl.arange(0, BLOCK_H)
-    # Pass 1: ||x||² and x·v in a fixed chunk order.
-    ss = 0.0
-    sv = 0.0
+    den = 1.0
+    if NORMALIZE:
+        # ||x||: float32 squares (exact for fp16/bf16 values) summed in a fixed chunk order, rounded to the dtype
+        ss = 0.0
+        for h0 in range(0, H, BLOCK_H):
+            k = h0 + offs
+            x = tl.load(row + k, mask=k < H, other=0.0).to(tl.float32)
+            ss += tl.sum(x * x, axis=0)
+        den = rounded(rounded(tl.sqrt_rn(ss), dtype) + eps, dtype)
+    # dot = the float32 sum of the rounded products, rounded
+    dot = 0.0
     for h0 in range(0, H, BLOCK_H):
         k = h0 + offs
         m = k < H
-        x = tl.load(row + k, mask=m, other=0.0).to(tl.float32)
+        y = tl.load(row + k, mask=m, other=0.0).to(tl.float32)
+        if NORMALIZE:
+            y = rounded(tl.div_rn(y, den), dtype)
         v = tl.load(v_ptr + k, mask=m, other=0.0).to(tl.float32)
-        ss += tl.sum(x * x, axis=0)
-        sv += tl.sum(x * v, axis=0)
-    inv = 1.0 / (tl.sqrt_rn(ss) + eps)
-    # y = x * inv and y·v = sv * inv, so y - 2 (y·v) v = x * inv - (2 sv inv) v
-    coef = 2.0 * sv * inv
-    # Pass 2: write y - 2 (y·v) v.
+        dot += tl.sum(rounded(y * v, dtype), axis=0)
+    two_dot = 2.0 * rounded(dot, dtype)
     for h0 in range(0, H, BLOCK_H):
         k = h0 + offs
         m = k < H
-        x = tl.load(row + k, mask=m, other=0.0).to(tl.float32)
+        y = tl.load(row + k, mask=m, other=0.0).to(tl.float32)
+        if NORMALIZE:
+            y = rounded(tl.div_rn(y, den), dtype)
         v = tl.load(v_ptr + k, mask=m, other=0.0).to(tl.float32)
-        y = x * inv - coef * v
-        tl.store(row + k, cast_out(y, row.dtype.element_ty), mask=m)
+        tl.store(row + k, cast_out(y - rounded(two_dot * v, dtype), dtype), mask=m)
 
 
-def layer_hook_(x: torch.Tensor, v: torch.Tensor, eps: float = LAYER_HOOK_EPS) -> torch.Tensor:
-    """Apply the layer-hook transform to ``x`` ``[T, H]`` in place (rows contiguous); return ``x``."""
+def layer_hook_(x: torch.Tensor, v: torch.Tensor, normalize: bool = True, eps: float = LAYER_HOOK_EPS) -> torch.Tensor:
+    """Apply the layer transform to ``x`` ``[T, H]`` in place (rows contiguous, ``v`` in x's dtype); return ``x``."""
     t, h = x.shape
     if t == 0:
         return x
     cfg = config_for(x.device)
     _layer_hook_kernel[(t,)](
-        x, v, h, x.stride(0), eps, BLOCK_H=cfg.hook_block, num_warps=cfg.hook_warps, enable_fp_fusion=False
+        x,
+        v,
+        h,
+        x.stride(0),
+        eps,
+        NORMALIZE=normalize,
+        BLOCK_H=cfg.hook_block,
+        num_warps=cfg.hook_warps,
+        enable_fp_fusion=False,
     )
     return x
