@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The measuring half of `make gpu-check`: ceilings, distances, inputs, the layer transform, the topk order.
+"""The measuring half of `make gpu-check`: ceilings, distances, artifacts, inputs, layer transforms, topk order.
 
     python bench/gpu_bench.py --json OUT.json [--quick] [--dry-run]
 
@@ -218,36 +218,65 @@ def eager_layer_transform(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return y - 2 * (y * v).sum(dim=-1, keepdim=True) * v
 
 
+def eager_layer_reflection(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The layer transform of SPEC-ARTIFACTS §3 (no normalization) as the deployed code runs it."""
+    return x - 2 * (x * v).sum(dim=-1, keepdim=True) * v
+
+
+def artifacts(plan: Plan, device: torch.device, clock: Clock, ceil: dict):
+    """compute_artifacts: the fused kernel against the oracle (float64 torch ops) on the same device."""
+    g = torch.Generator(device="cpu").manual_seed(1)
+    for h in plan.hidden:
+        for b in plan.batches:
+            x = torch.randn(b, h, generator=g).to(device)
+            found = {}
+            for backend in ("triton", "reference"):
+                found[backend] = clock.median_s(
+                    poc_kernels.compute_artifacts, x, BLOCK, KEY, torch.arange(b), backend=backend
+                )
+            yield [
+                {
+                    "impl": name,
+                    "B": b,
+                    "H": h,
+                    "median_ms": s * 1e3,
+                    "nonces_per_s": b / s,
+                    "vs_reference": found["reference"] / s,
+                }
+                for name, s in found.items()
+            ]
+
+
 def layer_transform(plan: Plan, device: torch.device, clock: Clock, ceil: dict) -> list:
     t, h = plan.layer
     cuda = device.type == "cuda"
     v32 = poc_kernels.vectors.layer_vector(BLOCK, 0, h, device=device)
-    compiled = torch.compile(eager_layer_transform, dynamic=False, backend="inductor" if cuda else "aot_eager")
+    backend = "inductor" if cuda else "aot_eager"
     rows = []
-    for dtype in (torch.bfloat16, torch.float16):
-        x = torch.randn(t, h, device=device).to(dtype)
-        v = v32.to(dtype)
-        impls = {  # the kernel takes the float32 vector; the original code casts it to the activation dtype
-            "triton (in place)": (functools.partial(poc_kernels.apply_layer_transform_, backend="triton"), v32),
-            "eager": (eager_layer_transform, v),
-            "eager, torch.compile": (compiled, v),
-        }
-        found = {name: clock.median_s(fn, x, vec) for name, (fn, vec) in impls.items()}
-        for name, s in found.items():
-            gbps = 2 * x.numel() * x.element_size() / s / 1e9  # read and write x once
-            rows.append(
-                {
-                    "impl": name,
-                    "dtype": str(dtype).replace("torch.", ""),
-                    "T": t,
-                    "H": h,
-                    "median_ms": s * 1e3,
-                    "gbps": gbps,
-                    "of_copy": gbps / ceil["copy_gbps"],
-                    "vs_eager": found["eager"] / s,
-                    "vs_compiled": found["eager, torch.compile"] / s,
-                }
-            )
+    for normalize, eager in ((True, eager_layer_transform), (False, eager_layer_reflection)):
+        compiled = torch.compile(eager, dynamic=False, backend=backend)
+        for dtype in (torch.bfloat16, torch.float16):
+            x = torch.randn(t, h, device=device).to(dtype)
+            v = v32.to(dtype)  # as the deployed code: the vector cast to the activation dtype
+            kernel = functools.partial(poc_kernels.apply_layer_transform_, normalize=normalize, backend="triton")
+            impls = {"triton (in place)": kernel, "eager": eager, "eager, torch.compile": compiled}
+            found = {name: clock.median_s(fn, x, v) for name, fn in impls.items()}
+            for name, s in found.items():
+                gbps = 2 * x.numel() * x.element_size() / s / 1e9  # read and write x once
+                rows.append(
+                    {
+                        "impl": name,
+                        "variant": "SPEC §7" if normalize else "SPEC-ARTIFACTS §3",
+                        "dtype": str(dtype).replace("torch.", ""),
+                        "T": t,
+                        "H": h,
+                        "median_ms": s * 1e3,
+                        "gbps": gbps,
+                        "of_copy": gbps / ceil["copy_gbps"],
+                        "vs_eager": found["eager"] / s,
+                        "vs_compiled": found["eager, torch.compile"] / s,
+                    }
+                )
     return rows
 
 
@@ -332,6 +361,7 @@ def main(argv=None) -> int:
     section("topk_order", lambda: topk_order(plan, device))
     section("ceilings", lambda: ceilings(plan, device, clock))
     section("distances", lambda: distances(plan, device, clock, result["ceilings"]))
+    section("artifacts", lambda: artifacts(plan, device, clock, result["ceilings"]))
     section("inputs", lambda: inputs(plan, device, clock, result["ceilings"]))
     section("layer_transform", lambda: layer_transform(plan, device, clock, result["ceilings"]))
     print(f"[gpu-bench] wrote {args.json}", flush=True)

@@ -41,6 +41,7 @@ PY = sys.executable
 # The test files whose tests run on CUDA (the vLLM, HTTP, CLI and statistics suites need no GPU).
 GPU_TESTS = [
     "tests/test_api.py",
+    "tests/test_artifacts.py",
     "tests/test_bad_input.py",
     "tests/test_conformance.py",
     "tests/test_determinism.py",
@@ -57,7 +58,7 @@ DESELECT = ["tests/test_triton.py::test_every_shipped_kernel_compiles_for_sm80_a
 # The quick mode's tests: the conformance vectors on the fused kernels, the CUDA-only checks, the topk order.
 QUICK = (
     "conformance or cuda_graph or topk or opcheck or torch_compile or subnormal or batch_invariance or non_finite "
-    "or derive_seeds_cuda or kernel_streams or odd_sizes"
+    "or derive_seeds_cuda or kernel_streams or odd_sizes or artifacts_conform or eager_sequence"
 )
 # The dry run's: enough to run the phase, under the interpreter, in seconds.
 DRY = "topk or cuda or graph or opcheck or kernel_streams"
@@ -332,11 +333,12 @@ def markdown(report: dict) -> str:
             "every row's `x per-nonce` uses that rate at the same H."
         )
     for key, title, cols in (
+        ("artifacts", "compute_artifacts", ("impl", "B", "H", "median_ms", "nonces_per_s", "vs_reference")),
         ("inputs", "generate_inputs", ("impl", "dtype", "B", "seq_len", "H", "median_ms", "written_gbps", "of_copy")),
         (
             "layer_transform",
-            "The layer transform (SPEC §7)",
-            ("impl", "dtype", "T", "H", "median_ms", "gbps", "of_copy", "vs_eager", "vs_compiled"),
+            "The layer transforms (SPEC §7, SPEC-ARTIFACTS §3)",
+            ("impl", "variant", "dtype", "T", "H", "median_ms", "gbps", "of_copy", "vs_eager", "vs_compiled"),
         ),
     ):
         if b.get(key):
@@ -373,8 +375,11 @@ def summary(report: dict) -> str:
             f"  B=1024 H=4096 {g['impl']:<18} {x}, {g['vs_per_nonce']:.0f}x per-nonce: "
             f"{'goal met' if g['met'] else 'goal NOT met'}"
         )
-    for r in b.get("layer_transform", [])[:3]:
-        lines.append(f"  layer {r['impl']:<22} {r['dtype']:<9} {r['gbps']:8.1f} GB/s  x eager {r['vs_eager']:.2f}")
+    for r in b.get("layer_transform", []):
+        if r["dtype"] == "bfloat16":
+            lines.append(
+                f"  layer {r['variant']:<17} {r['impl']:<22} {r['gbps']:8.1f} GB/s  x eager {r['vs_eager']:.2f}"
+            )
     lines.append(f"  report: {report['paths']['json']} and .md; total {report['elapsed_s']:.0f} s")
     return "\n".join(lines)
 

@@ -91,6 +91,7 @@ def _report(x_floor_cached, vs_per_nonce):
             "layer_transform": [
                 {
                     "impl": "eager",
+                    "variant": "SPEC §7",
                     "dtype": "bfloat16",
                     "T": 8,
                     "H": 8,
