@@ -141,10 +141,12 @@ class VllmEngine:
         self.runner = PoCRunner(self.llm, seq_len=seq_len)
         self.device = self.runner.worker_info[0].device
 
-    def run(self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False):
-        """Return (distances float32 [B], final-norm hidden states float32 [B, H] or None), on the CPU."""
-        r = self.runner.run(block_hash, public_key, nonces, sign_flips=sign_flips, return_hidden=return_hidden)
-        return r.distances, r.hidden
+    def run(self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False, scheme="distance", k=12):
+        """Return (distances float32 [B], or artifacts [B, k] with scheme="artifact"; hidden states or None), CPU."""
+        r = self.runner.run(
+            block_hash, public_key, nonces, sign_flips=sign_flips, return_hidden=return_hidden, scheme=scheme, k=k
+        )
+        return (r.artifacts if scheme == "artifact" else r.distances), r.hidden
 
     def close(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()
@@ -163,15 +165,45 @@ class TransformersEngine:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
         self.seq_len = seq_len
 
-    def run(self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False):
+    def run(self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False, scheme="distance", k=12):
         h = self.model.config.hidden_size
         x = poc_kernels.generate_inputs(
             block_hash, public_key, nonces, self.seq_len, h, dtype=self.dtype, device=self.device
         )
-        with torch.no_grad():
-            last = self.model.model(inputs_embeds=x).last_hidden_state[:, -1]
-        d = poc_kernels.compute_distances(last, block_hash, public_key, nonces, sign_flips=sign_flips)
-        return d.cpu(), (last.float().cpu() if return_hidden else None)
+        handles = self._artifact_hooks(block_hash) if scheme == "artifact" else []
+        try:
+            with torch.no_grad():
+                last = self.model.model(inputs_embeds=x).last_hidden_state[:, -1]
+        finally:
+            for handle in handles:
+                handle.remove()
+        if scheme == "artifact":
+            out = poc_kernels.compute_artifacts(last, block_hash, public_key, nonces, k=k)
+        else:
+            out = poc_kernels.compute_distances(last, block_hash, public_key, nonces, sign_flips=sign_flips)
+        return out.cpu(), (last.float().cpu() if return_hidden else None)
+
+    def _artifact_hooks(self, block_hash: str) -> list:
+        """The artifact scheme's layer transform (SPEC-ARTIFACTS §3) on every decoder layer's output.
+
+        A transformers layer returns hidden state plus residual as one tensor;
+        the reflection is linear, so transforming the sum equals transforming
+        the two parts, as vLLM's layers (which return them apart) do, up to
+        rounding.
+        """
+        layers = self.model.model.layers
+        h = self.model.config.hidden_size
+        handles = []
+        for i, layer in enumerate(layers):
+            v = poc_kernels.vectors.layer_vector(block_hash, i, h, device=self.device).to(self.dtype)
+
+            def hook(module, inputs, output, v=v):
+                if isinstance(output, tuple):
+                    return (poc_kernels.apply_layer_transform(output[0], v, normalize=False), *output[1:])
+                return poc_kernels.apply_layer_transform(output, v, normalize=False)
+
+            handles.append(layer.register_forward_hook(hook))
+        return handles
 
     def close(self) -> None:
         pass

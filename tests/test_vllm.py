@@ -78,6 +78,68 @@ def test_layer_hooks_change_the_result_and_removing_them_restores_it(engine):
     assert torch.equal(after, before)
 
 
+def _hf_last_hidden_artifact_scheme(model, nonces, block_hash="blk", public_key="key"):
+    """The artifact scheme's forward in transformers: SPEC-ARTIFACTS §3 on every decoder layer's output."""
+    from poc_kernels.vectors import layer_vector
+
+    h = model.config.hidden_size
+    handles = []
+    for i, layer in enumerate(model.model.layers):
+        v = layer_vector(block_hash, i, h)
+
+        def hook(module, inputs, output, v=v):
+            if isinstance(output, tuple):
+                return (poc_kernels.apply_layer_transform(output[0], v, normalize=False), *output[1:])
+            return poc_kernels.apply_layer_transform(output, v, normalize=False)
+
+        handles.append(layer.register_forward_hook(hook))
+    try:
+        return _hf_last_hidden(model, nonces, block_hash, public_key)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_artifact_scheme(engine, tiny):
+    """Artifacts through vLLM (layer transforms on for the batch only) match transformers; hooks come off after."""
+    _, runner = engine
+    before = runner.run("blk", "key", NONCES).distances
+    result = runner.run("blk", "key", NONCES, scheme="artifact", return_hidden=True)
+    assert result.scheme == "artifact" and result.distances is None and result.artifacts.shape == (len(NONCES), 12)
+    expect_hidden = _hf_last_hidden_artifact_scheme(tiny[1], NONCES)
+    torch.testing.assert_close(result.hidden, expect_hidden, rtol=MODEL_HIDDEN_ATOL, atol=MODEL_HIDDEN_ATOL)
+    expect = poc_kernels.compute_artifacts(expect_hidden, "blk", "key", NONCES)
+    assert (result.artifacts - expect).abs().max().item() < MODEL_DIST_ATOL
+    torch.testing.assert_close(result.artifacts.norm(dim=1), torch.ones(len(NONCES)), atol=1e-6, rtol=0)
+    # the layer transform changed the forward: other hidden states than the distance scheme's
+    assert (result.hidden - _hf_last_hidden(tiny[1], NONCES)).abs().max().item() > 1e-3
+    # and it is off again afterwards
+    assert torch.equal(runner.run("blk", "key", NONCES).distances, before)
+    # other batch sizes and orders give the same artifacts (up to the engine's batch dependence)
+    parts = torch.cat([runner.run("blk", "key", NONCES[i : i + 3], scheme="artifact").artifacts for i in (0, 3, 6)])
+    torch.testing.assert_close(parts, result.artifacts, rtol=0, atol=ENGINE_BATCH_DIST_ATOL)
+    # k, and the stronger inputs of §2
+    short = runner.run("blk", "key", NONCES[:2], scheme="artifact", k=5, stronger_rng=True).artifacts
+    assert short.shape == (2, 5)
+    assert runner.run("blk", "key", [], scheme="artifact").artifacts.shape == (0, 12)
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        runner.run("blk", "key", [1], scheme="artifacts")
+    with pytest.raises(ValueError, match=r"k must lie in \[1, hidden size = 64\]"):
+        runner.run("blk", "key", [1], scheme="artifact", k=65)
+
+
+def test_artifact_scheme_keeps_a_rounds_layer_hooks(engine):
+    """A distance round with layer hooks (SPEC §7) keeps them across an artifact batch."""
+    _, runner = engine
+    runner.set_layer_hooks("blk")
+    try:
+        hooked = runner.run("blk", "key", NONCES[:3]).distances
+        runner.run("blk", "key", NONCES[:3], scheme="artifact")
+        assert torch.equal(runner.run("blk", "key", NONCES[:3]).distances, hooked)
+    finally:
+        runner.clear_layer_hooks()
+
+
 def test_serving_is_undisturbed(engine):
     """Greedy text and chat generation give the same tokens before and after PoC batches."""
     from vllm import SamplingParams
@@ -127,6 +189,8 @@ def test_protocol_names_and_wire_forms():
     assert protocol.parse_request_id("chatcmpl-123-abc") == (None, -1)
     finish = protocol.FinishRequest(tag, "blk", "key", [5, 2**32 - 1], sign_flips=False, return_hidden=True)
     assert protocol.FinishRequest.from_wire(finish.to_wire()) == finish
+    art = protocol.FinishRequest(tag, "blk", "key", [5], scheme="artifact", k=7)
+    assert protocol.FinishRequest.from_wire(art.to_wire()) == art and art.scheme in protocol.SCHEMES
     info = protocol.WorkerInfo("r", "cpu", "float32", 64, 2, True, 0, True)
     assert protocol.WorkerInfo.from_wire(info.to_wire()) == info
     d, h = torch.tensor([1.25, float("nan")]), torch.arange(6, dtype=torch.float32).view(2, 3)
@@ -134,9 +198,12 @@ def test_protocol_names_and_wire_forms():
     assert back.nonces == [5, 7] and back.backend == "cpp" and back.device == "cpu"
     assert torch.equal(back.distances[:1], d[:1]) and torch.isnan(back.distances[1]) and torch.equal(back.hidden, h)
     assert protocol.decode_result([protocol.encode_result(d, h, "cpp", False)], [5, 7]).hidden is None
+    y = torch.randn(2, 12)
+    back = protocol.decode_result([protocol.encode_result(y, h, "triton", False, "artifact")], [5, 7])
+    assert back.scheme == "artifact" and back.distances is None and torch.equal(back.artifacts, y)
     with pytest.raises(RuntimeError, match="no worker answered"):
         protocol.decode_result([None, None], [5, 7])
-    with pytest.raises(RuntimeError, match="2 distances for 3 nonces"):
+    with pytest.raises(RuntimeError, match="2 results for 3 nonces"):
         protocol.decode_result([protocol.encode_result(d, h, "cpp", False)], [5, 7, 9])
 
 
@@ -175,6 +242,8 @@ def test_tensor_parallel_and_compiled_engine(tiny, engine, monkeypatch):
         torch.testing.assert_close(got, expect, rtol=0, atol=MODEL_DIST_ATOL)
         with pytest.raises(Exception, match="enforce_eager=True"):
             runner.set_layer_hooks("blk")
+        with pytest.raises(ValueError, match="enforce_eager=True"):
+            runner.run("blk", "key", [1], scheme="artifact")
     finally:
         shutdown(llm)
 
@@ -204,6 +273,10 @@ def test_make_run_script_through_vllm(tiny, tmp_path):
     )
     assert max(abs(a - b) for a, b in zip(out["distances"], expect.tolist())) < MODEL_DIST_ATOL
     assert "valid nonces" in proc.stdout and "throughput" in proc.stdout
+    # the artifact scheme on the same engine, with its self-validation
+    art = out["artifact"]
+    assert len(art["artifacts"]) == 10 and art["self_validation"]["mismatches"] == 0
+    assert "self-validation: 10 nonces recomputed" in proc.stdout and "0 mismatches" in proc.stdout
     # by default the engine's logs stay off the screen (only the progress bar is on stderr)
     noise = [line for line in proc.stderr.splitlines() if " INFO " in line or "WARNING" in line or "Warning" in line]
     assert not noise, noise[:5]

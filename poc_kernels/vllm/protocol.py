@@ -24,6 +24,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..constants import ARTIFACT_K
+
 #: The qualified name to pass as ``worker_extension_cls``.
 WORKER_EXTENSION = "poc_kernels.vllm.PoCWorkerExtension"
 
@@ -91,6 +93,10 @@ class WorkerInfo:
         return cls(**data)
 
 
+#: The two PoC schemes: SPEC.md's distances and SPEC-ARTIFACTS.md's artifacts.
+SCHEMES = ("distance", "artifact")
+
+
 @dataclass(frozen=True)
 class FinishRequest:
     """The driver's ``poc_finish`` call: stop recording ``tag`` and post-process its nonces."""
@@ -103,6 +109,9 @@ class FinishRequest:
     sign_flips: bool = True
     backend: str = "auto"
     return_hidden: bool = False
+    #: one of :data:`SCHEMES`; ``k`` is the artifact length of the artifact scheme
+    scheme: str = "distance"
+    k: int = ARTIFACT_K
 
     def to_wire(self) -> dict:
         return asdict(self)
@@ -114,21 +123,27 @@ class FinishRequest:
 
 @dataclass(frozen=True)
 class PoCBatchResult:
-    """Distances (and optionally the final-norm hidden states) of one batch of nonces, in nonce order."""
+    """One batch's results in nonce order: distances or artifacts (by its scheme), and the hidden states if asked."""
 
     nonces: list
-    distances: torch.Tensor  # float32 [B], CPU
+    distances: Optional[torch.Tensor]  # float32 [B], CPU (the distance scheme)
     hidden: Optional[torch.Tensor]  # float32 [B, H], CPU, when asked for
     backend: str
     device: str
+    artifacts: Optional[torch.Tensor] = None  # float32 [B, k], CPU (the artifact scheme); NaN rows: no artifact
+    scheme: str = "distance"
 
 
-def encode_result(distances: torch.Tensor, hidden: torch.Tensor, backend: str, return_hidden: bool) -> dict:
-    """Return the wire form of a finished batch: ``distances`` float32 ``[B]``, ``hidden`` ``[B, H]``."""
-    n = int(distances.shape[0])
+def encode_result(
+    values: torch.Tensor, hidden: torch.Tensor, backend: str, return_hidden: bool, scheme: str = "distance"
+) -> dict:
+    """Return the wire form of a finished batch: ``values`` float32 ``[B]`` (distances) or ``[B, k]`` (artifacts)."""
+    n = int(values.shape[0])
     return {
         "n": n,
-        "distances": distances.float().cpu().numpy().tobytes(),
+        "scheme": scheme,
+        "values": values.float().cpu().numpy().tobytes(),
+        "width": int(values.shape[1]) if values.dim() == 2 else 0,
         "hidden": hidden.float().cpu().numpy().tobytes() if return_hidden else None,
         "hidden_size": int(hidden.shape[1]) if n else 0,
         "device": str(hidden.device),
@@ -144,9 +159,13 @@ def decode_result(answers: Sequence[Optional[dict]], nonces: list) -> PoCBatchRe
     r = answered[0]
     n = r["n"]
     if n != len(nonces):
-        raise RuntimeError(f"the workers returned {n} distances for {len(nonces)} nonces")
-    d = torch.from_numpy(np.frombuffer(r["distances"], dtype=np.float32).copy())
+        raise RuntimeError(f"the workers returned {n} results for {len(nonces)} nonces")
+    values = torch.from_numpy(np.frombuffer(r["values"], dtype=np.float32).copy())
     hidden = None
     if r["hidden"] is not None:
         hidden = torch.from_numpy(np.frombuffer(r["hidden"], dtype=np.float32).copy()).view(n, r["hidden_size"])
-    return PoCBatchResult(list(nonces), d, hidden, r["backend"], r["device"])
+    if r["scheme"] == "artifact":
+        return PoCBatchResult(
+            list(nonces), None, hidden, r["backend"], r["device"], values.view(n, r["width"]), "artifact"
+        )
+    return PoCBatchResult(list(nonces), values, hidden, r["backend"], r["device"])

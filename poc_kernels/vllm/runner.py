@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .._checks import check_bool, check_int, check_nonces, check_str
+from ..constants import ARTIFACT_K
 from .protocol import (
     RPC_ABORT,
     RPC_BEGIN,
@@ -32,6 +33,7 @@ from .protocol import (
     RPC_FINISH,
     RPC_INSTALL,
     RPC_SET_LAYER_HOOKS,
+    SCHEMES,
     WORKER_EXTENSION,
     FinishRequest,
     PoCBatchResult,
@@ -86,6 +88,9 @@ class _Batch:
 class _RunnerBase:
     """What the sync and async runners share: the workers' facts, the argument checks and the embeddings."""
 
+    #: the layer hooks set by set_layer_hooks, as (block_hash, normalize), or None
+    _hooks: Optional[tuple] = None
+
     def _setup(self, infos: list, seq_len: int, backend: str, prompt_embeds_enabled: bool) -> None:
         if not prompt_embeds_enabled:
             raise ValueError("the engine must be built with enable_prompt_embeds=True to run PoC batches")
@@ -96,28 +101,51 @@ class _RunnerBase:
         self.dtype = _DTYPES.get(self.worker_info[0].dtype, torch.float32)
         self.enforce_eager = all(i.enforce_eager for i in self.worker_info)
 
-    def _batch(self, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden) -> Optional[_Batch]:
-        """Check a run's arguments; return its batch, or None when there are no nonces."""
+    def _batch(
+        self, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng
+    ) -> tuple[FinishRequest, Optional[_Batch]]:
+        """Check a run's arguments; return its finish request and its batch (None when there are no nonces)."""
         check_str(block_hash, "block_hash")
         check_str(public_key, "public_key")
         nonce_t = check_nonces(nonces)
         seq_len = self.seq_len if seq_len is None else check_int(seq_len, "seq_len", 1)
         check_bool(sign_flips, "sign_flips")
         check_bool(return_hidden, "return_hidden")
-        if not len(nonce_t):
-            return None
+        check_bool(stronger_rng, "stronger_rng")
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+        k = check_int(k, "k", 1)
+        if k > self.hidden_size:
+            raise ValueError(f"k must lie in [1, hidden size = {self.hidden_size}], got {k}")
+        if scheme == "artifact" and not self.enforce_eager:
+            raise ValueError(
+                "the artifact scheme transforms every decoder layer with Python forward hooks, which need an "
+                "engine built with enforce_eager=True"
+            )
         finish = FinishRequest(
-            new_tag(), block_hash, public_key, nonce_t.tolist(), sign_flips, self.backend, return_hidden
+            new_tag(), block_hash, public_key, nonce_t.tolist(), sign_flips, self.backend, return_hidden, scheme, k
         )
-        return _Batch(finish, self.embeddings(block_hash, public_key, nonce_t, seq_len))
+        if not len(nonce_t):
+            return finish, None
+        return finish, _Batch(finish, self.embeddings(block_hash, public_key, nonce_t, seq_len, stronger_rng))
 
-    def embeddings(self, block_hash: str, public_key: str, nonces: torch.Tensor, seq_len: int) -> torch.Tensor:
+    def embeddings(
+        self, block_hash: str, public_key: str, nonces: torch.Tensor, seq_len: int, stronger_rng: bool = False
+    ) -> torch.Tensor:
         """Return the nonces' input embeddings ``[B, seq_len, H]`` in the model dtype (CPU)."""
         from ..api import generate_inputs
 
-        return generate_inputs(block_hash, public_key, nonces, seq_len, self.hidden_size, dtype=self.dtype)
+        return generate_inputs(
+            block_hash, public_key, nonces, seq_len, self.hidden_size, dtype=self.dtype, stronger_rng=stronger_rng
+        )
 
-    def _empty(self) -> PoCBatchResult:
+    def _batch_hooks(self, finish: FinishRequest) -> Optional[tuple]:
+        """The layer hooks a batch runs under: the artifact scheme's own, else those set by set_layer_hooks."""
+        return (finish.block_hash, False) if finish.scheme == "artifact" else self._hooks
+
+    def _empty(self, finish: FinishRequest) -> PoCBatchResult:
+        if finish.scheme == "artifact":
+            return PoCBatchResult([], None, None, self.backend, "", torch.empty(0, finish.k), "artifact")
         return PoCBatchResult([], torch.empty(0), None, self.backend, "")
 
 
@@ -145,11 +173,37 @@ class PoCRunner(_RunnerBase):
         sign_flips: bool = True,
         return_hidden: bool = False,
         progress: Optional[Callable[[int], None]] = None,
+        scheme: str = "distance",
+        k: int = ARTIFACT_K,
+        stronger_rng: bool = False,
     ) -> PoCBatchResult:
-        """Return the distances of ``nonces`` computed on the engine's workers (one request per nonce)."""
-        batch = self._batch(block_hash, public_key, nonces, seq_len, sign_flips, return_hidden)
+        """Return the distances (or, with ``scheme="artifact"``, the artifacts) of ``nonces``, one request per nonce.
+
+        The artifact scheme (SPEC-ARTIFACTS.md) runs with the layer transform of
+        its §3 in every decoder layer, installed for the batch and removed after
+        it; ``stronger_rng`` selects its §2 inputs.
+        """
+        finish, batch = self._batch(
+            block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng
+        )
         if batch is None:
-            return self._empty()
+            return self._empty(finish)
+        hooks = self._batch_hooks(finish)
+        if hooks != self._hooks:
+            self._install(hooks)
+        try:
+            return self._run(batch, progress)
+        finally:
+            if hooks != self._hooks:
+                self._install(self._hooks)
+
+    def _install(self, hooks: Optional[tuple]) -> None:
+        if hooks is None:
+            self.llm.collective_rpc(RPC_CLEAR_LAYER_HOOKS)
+        else:
+            self.llm.collective_rpc(RPC_SET_LAYER_HOOKS, args=hooks)
+
+    def _run(self, batch: _Batch, progress: Optional[Callable[[int], None]]) -> PoCBatchResult:
         engine = self.llm.llm_engine
         self.llm.collective_rpc(RPC_BEGIN, args=(batch.finish.tag,))
         try:
@@ -169,14 +223,18 @@ class PoCRunner(_RunnerBase):
             raise
         return batch.result(answers)
 
-    def set_layer_hooks(self, block_hash: str) -> int:
+    def set_layer_hooks(self, block_hash: str, normalize: bool = True) -> int:
         """Install the layer hooks of ``block_hash`` (SPEC §7) on every worker; return the layers hooked per worker."""
         check_str(block_hash, "block_hash")
-        return self.llm.collective_rpc(RPC_SET_LAYER_HOOKS, args=(block_hash,))[0]
+        check_bool(normalize, "normalize")
+        count = self.llm.collective_rpc(RPC_SET_LAYER_HOOKS, args=(block_hash, normalize))[0]
+        self._hooks = (block_hash, normalize)
+        return count
 
     def clear_layer_hooks(self) -> None:
         """Remove the layer hooks from every worker."""
         self.llm.collective_rpc(RPC_CLEAR_LAYER_HOOKS)
+        self._hooks = None
 
 
 class AsyncPoCRunner(_RunnerBase):
@@ -210,13 +268,41 @@ class AsyncPoCRunner(_RunnerBase):
         seq_len: Optional[int] = None,
         sign_flips: bool = True,
         return_hidden: bool = False,
+        scheme: str = "distance",
+        k: int = ARTIFACT_K,
+        stronger_rng: bool = False,
     ) -> PoCBatchResult:
-        """Return the distances of ``nonces`` (one engine request per nonce, all in flight together)."""
+        """Return the distances or artifacts of ``nonces`` (one engine request per nonce, all in flight together).
+
+        As :meth:`PoCRunner.run`. The artifact scheme's layer hooks transform
+        every request the engine runs meanwhile: a server closes inference
+        around such batches.
+        """
         import asyncio
 
-        batch = await asyncio.to_thread(self._batch, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden)
+        finish, batch = await asyncio.to_thread(
+            self._batch, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng
+        )
         if batch is None:
-            return self._empty()
+            return self._empty(finish)
+        hooks = self._batch_hooks(finish)
+        if hooks != self._hooks:
+            await self._install(hooks)
+        try:
+            return await self._run(batch)
+        finally:
+            if hooks != self._hooks:
+                await self._install(self._hooks)
+
+    async def _install(self, hooks: Optional[tuple]) -> None:
+        if hooks is None:
+            await self.engine.collective_rpc(RPC_CLEAR_LAYER_HOOKS)
+        else:
+            await self.engine.collective_rpc(RPC_SET_LAYER_HOOKS, args=hooks)
+
+    async def _run(self, batch: _Batch) -> PoCBatchResult:
+        import asyncio
+
         await self.engine.collective_rpc(RPC_BEGIN, args=(batch.finish.tag,))
 
         async def drain(rid, prompt, params):
@@ -232,11 +318,15 @@ class AsyncPoCRunner(_RunnerBase):
             raise
         return batch.result(answers)
 
-    async def set_layer_hooks(self, block_hash: str) -> int:
+    async def set_layer_hooks(self, block_hash: str, normalize: bool = True) -> int:
         """Install the layer hooks of ``block_hash`` on every worker; return the layers hooked per worker."""
         check_str(block_hash, "block_hash")
-        return (await self.engine.collective_rpc(RPC_SET_LAYER_HOOKS, args=(block_hash,)))[0]
+        check_bool(normalize, "normalize")
+        count = (await self.engine.collective_rpc(RPC_SET_LAYER_HOOKS, args=(block_hash, normalize)))[0]
+        self._hooks = (block_hash, normalize)
+        return count
 
     async def clear_layer_hooks(self) -> None:
         """Remove the layer hooks from every worker."""
         await self.engine.collective_rpc(RPC_CLEAR_LAYER_HOOKS)
+        self._hooks = None

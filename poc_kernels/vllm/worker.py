@@ -138,7 +138,7 @@ class PoCWorkerExtension:
         ``request`` is a ``protocol.FinishRequest`` in wire form; row ``i`` of
         the result belongs to ``request["nonces"][i]``.
         """
-        from ..api import auto_backend, compute_distances
+        from ..api import auto_backend, compute_artifacts, compute_distances
 
         req = FinishRequest.from_wire(request)
         capture = self._poc_require_install()
@@ -160,17 +160,25 @@ class PoCWorkerExtension:
             raise RuntimeError(
                 f"PoC batch {req.tag!r}: recorded rows for unknown indices {sorted(set(rows) - set(range(n)))}"
             )
-        hidden = torch.stack([rows[i] for i in range(n)]) if n else torch.empty(0, 1)
+        hidden = torch.stack([rows[i] for i in range(n)]) if n else torch.empty(0, max(1, req.k))
         used = auto_backend(hidden.device) if req.backend == "auto" else req.backend
-        d = compute_distances(
-            hidden, req.block_hash, req.public_key, req.nonces, sign_flips=req.sign_flips, backend=used
-        )
-        return encode_result(d, hidden, used, req.return_hidden)
+        if req.scheme == "artifact":
+            values = compute_artifacts(hidden, req.block_hash, req.public_key, req.nonces, k=req.k, backend=used)
+        else:
+            values = compute_distances(
+                hidden, req.block_hash, req.public_key, req.nonces, sign_flips=req.sign_flips, backend=used
+            )
+        return encode_result(values, hidden, used, req.return_hidden, req.scheme)
 
-    # ------------------------------------------------------------------ layer hooks (SPEC §7)
+    # ------------------------------------------------------------------ layer hooks (SPEC §7, SPEC-ARTIFACTS §3)
 
-    def poc_set_layer_hooks(self, block_hash: str) -> int:
-        """Install the layer hooks of ``block_hash`` on this worker's decoder layers; return how many."""
+    def poc_set_layer_hooks(self, block_hash: str, normalize: bool = True) -> int:
+        """Install the layer hooks of ``block_hash`` on this worker's decoder layers; return how many.
+
+        ``normalize``: SPEC §7's transform (the distance scheme's layer-hook
+        mode); without it, SPEC-ARTIFACTS §3's (the artifact scheme's, always on
+        during its forward).
+        """
         from ..vectors import layer_vector
 
         self.poc_clear_layer_hooks()
@@ -186,7 +194,7 @@ class PoCWorkerExtension:
         for offset, layer in enumerate(layers):
             index = start + offset
             v = layer_vector(block_hash, index, hidden, device=runner.device)
-            handles.append(layer.register_forward_hook(_layer_hook(v)))
+            handles.append(layer.register_forward_hook(_layer_hook(v, normalize)))
         self._poc_layer_handles = handles
         return len(handles)
 
@@ -283,12 +291,17 @@ def _decoder_layers(model: Any) -> tuple[int, int, list]:
     return start, end, list(layers)[start:end]
 
 
-def _layer_hook(v: torch.Tensor):
-    """Forward hook replacing a decoder layer's hidden-state and residual outputs by the SPEC §7 transform."""
+def _layer_hook(v: torch.Tensor, normalize: bool):
+    """Forward hook replacing a decoder layer's hidden-state and residual outputs by their layer transform."""
     from ..api import apply_layer_transform
 
+    by_dtype: dict = {}  # v cast to the activation dtype once, as the deployed code casts it
+
     def transform(x: torch.Tensor) -> torch.Tensor:
-        return apply_layer_transform(x, v)
+        vd = by_dtype.get(x.dtype)
+        if vd is None:
+            vd = by_dtype[x.dtype] = v.to(x.dtype)
+        return apply_layer_transform(x, vd, normalize=normalize)
 
     def hook(module, inputs, output):
         if isinstance(output, tuple):
