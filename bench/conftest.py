@@ -70,7 +70,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         median = bench.stats.median
         rows.append({**info, "median_s": median, "nonces_per_s": info["B"] / median})
     seeds = [r for r in rows if r.get("kind") == "seeds"]
-    rows = [r for r in rows if r.get("kind") != "seeds"]
+    artifacts = [r for r in rows if r.get("kind") == "artifacts"]
+    rows = [r for r in rows if r.get("kind") not in ("seeds", "artifacts")]
     base = {(r["B"], r["H"]): r["nonces_per_s"] for r in rows if r["impl"] == BASELINE}
     for r in rows:
         b = base.get((r["B"], r["H"]))
@@ -100,8 +101,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             r["share_of_distance"] = us / ref_us if ref_us else None
             share = f"{100 * us / ref_us:.2f}%" if ref_us else "-"
             tr.write_line(f"{r['B']:>6} {r['impl']:<22} {r['median_s'] * 1e3:>10.3f} {us:>9.3f} {share:>8}")
+    if artifacts:
+        ref = {(r["B"], r["H"]): r["nonces_per_s"] for r in artifacts if r["impl"] == "artifacts/reference"}
+        tr.section("compute_artifacts (the artifact scheme)")
+        tr.write_line(f"{'H':>6} {'B':>5} {'impl':<22} {'median ms':>10} {'nonces/s':>11} {'x reference':>12}")
+        for r in sorted(artifacts, key=lambda r: (r["H"], r["B"], r["impl"])):
+            base = ref.get((r["B"], r["H"]))
+            r["vs_reference"] = r["nonces_per_s"] / base if base else None
+            ratio = f"{r['vs_reference']:.1f}x" if base else "-"
+            tr.write_line(
+                f"{r['H']:>6} {r['B']:>5} {r['impl']:<22} {r['median_s'] * 1e3:>10.2f} {r['nonces_per_s']:>11.1f} "
+                f"{ratio:>12}"
+            )
     path = config.getoption("--throughput-json")
     if path:
         with open(path, "w") as f:
-            json.dump({"device": device_name(), "torch": torch.__version__, "rows": rows + seeds}, f, indent=1)
+            json.dump(
+                {"device": device_name(), "torch": torch.__version__, "rows": rows + seeds + artifacts}, f, indent=1
+            )
         tr.write_line(f"wrote {path}")
