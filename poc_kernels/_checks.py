@@ -182,10 +182,8 @@ def check_lm_head(value) -> str:
     return value
 
 
-def check_distance_args(
-    last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections, lm_head="auto"
-) -> DistanceArgs:
-    """Return the validated ``compute_distances`` arguments."""
+def _check_hidden_batch(last_hidden, block_hash, public_key, nonces) -> tuple[torch.Tensor, list[int]]:
+    """Return ``last_hidden`` and the nonce list, checked, with one nonce per row."""
     last_hidden = check_last_hidden(last_hidden)
     check_str(block_hash, "block_hash")
     check_str(public_key, "public_key")
@@ -194,6 +192,14 @@ def check_distance_args(
         raise ValueError(
             f"len(nonces) = {len(nonce_list)} does not match last_hidden batch size {last_hidden.shape[0]}"
         )
+    return last_hidden, nonce_list
+
+
+def check_distance_args(
+    last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections, lm_head="auto"
+) -> DistanceArgs:
+    """Return the validated ``compute_distances`` arguments."""
+    last_hidden, nonce_list = _check_hidden_batch(last_hidden, block_hash, public_key, nonces)
     return DistanceArgs(
         last_hidden,
         block_hash,
@@ -208,14 +214,7 @@ def check_distance_args(
 
 def check_artifact_args(last_hidden, block_hash, public_key, nonces, k) -> ArtifactArgs:
     """Return the validated ``compute_artifacts`` arguments."""
-    last_hidden = check_last_hidden(last_hidden)
-    check_str(block_hash, "block_hash")
-    check_str(public_key, "public_key")
-    nonce_list = check_nonces(nonces)
-    if len(nonce_list) != last_hidden.shape[0]:
-        raise ValueError(
-            f"len(nonces) = {len(nonce_list)} does not match last_hidden batch size {last_hidden.shape[0]}"
-        )
+    last_hidden, nonce_list = _check_hidden_batch(last_hidden, block_hash, public_key, nonces)
     k = check_int(k, "k", 1)
     if k > last_hidden.shape[1]:
         raise ValueError(f"k must lie in [1, hidden size = {last_hidden.shape[1]}], got {k}")
