@@ -209,6 +209,17 @@ class TransformersEngine:
         pass
 
 
+def add_model_round_options(parser: argparse.ArgumentParser, nonces: int) -> None:
+    """Add the options of a study that runs one round of ``nonces`` nonces through a model engine."""
+    parser.add_argument("--model", default=None, help="checkpoint directory (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--engine", default="auto", choices=("auto", "vllm", "transformers"))
+    parser.add_argument("--nonces", type=positive_int, default=nonces)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--seq-len", type=positive_int, default=64)
+    parser.add_argument("--block-hash", default="block_alpha")
+    parser.add_argument("--public-key", default="node_A")
+
+
 def add_verbose_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verbose", action="store_true", help="show the engine's INFO logs (by default only its errors)"

@@ -24,18 +24,12 @@ import torch
 from poc_kernels import validation
 from poc_kernels.constants import ARTIFACT_DIST_THRESHOLD, NETWORK_DIST_THRESHOLD
 
-from _common import add_verbose_option, make_engine, model_path, positive_int, quiet_engine_logs
+from _common import add_model_round_options, add_verbose_option, make_engine, model_path, quiet_engine_logs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="checkpoint directory (default: SmolLM2-135M-Instruct)")
-    p.add_argument("--engine", default="auto", choices=("auto", "vllm", "transformers"))
-    p.add_argument("--nonces", type=positive_int, default=256)
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--seq-len", type=positive_int, default=64)
-    p.add_argument("--block-hash", default="block_alpha")
-    p.add_argument("--public-key", default="node_A")
+    add_model_round_options(p, nonces=256)
     p.add_argument("--dtypes", nargs=2, default=["float32", "bfloat16"], help="the two engines' dtypes")
     p.add_argument("--json", action="store_true")
     add_verbose_option(p)
@@ -60,8 +54,7 @@ def main(argv=None) -> int:
     quiet_engine_logs(args.verbose)
     path = model_path(args.model)
     nonces = list(range(args.nonces))
-    runs = {dtype: artifacts_in(dtype, args, path, nonces) for dtype in args.dtypes}
-    (a, ta, name), (b, tb, _) = (runs[d] for d in args.dtypes)
+    (a, ta, name), (b, tb, _) = (artifacts_in(dtype, args, path, nonces) for dtype in args.dtypes)
     cmp = validation.compare_artifacts(validation.encode_artifacts(a), b)
     d = cmp.distances[~cmp.skipped]
     out = {
@@ -78,7 +71,7 @@ def main(argv=None) -> int:
             "max": float(d.max()),
         },
         "mismatch_rate": {str(t): float(np.mean(d > t)) for t in (ARTIFACT_DIST_THRESHOLD, NETWORK_DIST_THRESHOLD)},
-        "seconds": {args.dtypes[0]: ta, args.dtypes[1]: tb},
+        "seconds": [ta, tb],
     }
     if args.json:
         print(json.dumps(out, indent=1))

@@ -36,7 +36,7 @@ import poc_kernels
 from poc_kernels import distribution, rng, vectors
 from poc_kernels.seeds import derive_nonce_seeds, target_seed
 
-from _common import add_verbose_option, default_dtype, make_engine, model_path, positive_int
+from _common import add_model_round_options, add_verbose_option, default_dtype, make_engine, model_path
 
 
 def trained_head(path: str) -> torch.Tensor:
@@ -65,13 +65,7 @@ def stats(d: np.ndarray, r_target: float, dim: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="checkpoint directory (default: SmolLM2-135M-Instruct)")
-    p.add_argument("--engine", default="auto", choices=("auto", "vllm", "transformers"))
-    p.add_argument("--nonces", type=positive_int, default=128)
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--seq-len", type=positive_int, default=64)
-    p.add_argument("--block-hash", default="block_alpha")
-    p.add_argument("--public-key", default="node_A")
+    add_model_round_options(p, nonces=128)
     p.add_argument("--r-target", type=float, default=1.416)
     p.add_argument("--json", action="store_true")
     add_verbose_option(p)

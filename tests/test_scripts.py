@@ -129,6 +129,18 @@ def test_trained_structure_and_model_spread_scripts(tiny_qwen3):
     assert set(json.loads(proc.stdout)["block_means"]) == {"b1", "b2"}
 
 
+def test_artifact_precision_script(tiny_qwen3):
+    # Two engines of the same dtype: run to run, the artifacts must agree exactly, so every L2 is 0.
+    args = "--engine transformers --nonces 5 --batch-size 2 --seq-len 8 --dtypes float32 float32 --json".split()
+    proc = _run("artifact_precision.py", "--model", str(tiny_qwen3[0]), *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["nonces"] == 5 and out["skipped"] == 0 and out["engine"] == "transformers"
+    assert out["l2"] == {"mean": 0.0, "p50": 0.0, "p98": 0.0, "max": 0.0}
+    assert set(out["mismatch_rate"].values()) == {0.0} and len(out["mismatch_rate"]) == 2
+    assert len(out["seconds"]) == 2 and min(out["seconds"]) > 0
+
+
 def test_poc_round_rejects_bad_arguments(tmp_path):
     proc = _run("poc_round.py", "--r-target", "2.5")
     assert proc.returncode == 2 and "--r-target" in proc.stderr
