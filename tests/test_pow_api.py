@@ -249,7 +249,9 @@ def test_full_round_validation_callbacks_and_gating(served):
             assert v["received_dist"] == dists[:6] and len(v["dist"]) == 6
 
             # a tampered batch: nonces this node checked and found invalid, claimed below r_target
-            invalid = [1 + 3 * k for k in range(checked["total_checked"]) if 1 + 3 * k not in set(valid)][:6]
+            # (from one status read after generation stopped: the earlier `valid` misses nonces found since)
+            found = set(checked["valid_nonces"])
+            invalid = [1 + 3 * k for k in range(checked["total_checked"]) if 1 + 3 * k not in found][:6]
             assert invalid, "every checked nonce was valid: choose a lower r_target"
             tampered = dict(honest, nonces=invalid, dist=[1.30] * len(invalid))
             v = client.post(f"{base}{POW}/validate", json=tampered).json()
