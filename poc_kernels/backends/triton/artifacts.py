@@ -51,16 +51,6 @@ def _artifact_kernel(
     row = h_ptr + b * stride_hb
     offs = tl.arange(0, BLOCK_H)
     slot = tl.arange(0, KPAD)
-    # ||h||² in float64 (no overflow for any float32 row) and the non-finite count, in a fixed chunk order
-    ss = tl.zeros([BLOCK_H], dtype=tl.float64)
-    bad = tl.zeros([BLOCK_H], dtype=tl.int32)
-    for h0 in range(0, H, BLOCK_H):
-        i = h0 + offs
-        x = tl.load(row + i * stride_hh, mask=i < H, other=0.0).to(tl.float32)
-        bad += ((x != x) | (tl.abs(x) == float("inf"))).to(tl.int32)  # noqa: PLR0124  (x != x: NaN)
-        x64 = x.to(tl.float64)
-        ss += x64 * x64
-    inv = 1.0 / (tl.sqrt(tl.sum(ss, axis=0)) + EPS)
     # the k smallest keys hash * 2**31 + i, one pass each: the least key above the previous one
     seed = tl.load(pick_seed_ptr + b).to(tl.uint32)
     keys = tl.zeros([KPAD], dtype=tl.int64) + KEY_MAX
@@ -81,6 +71,17 @@ def _artifact_kernel(
     kth = tl.max(tl.where(valid, hashes, -1), axis=0)
     order = tl.where(hashes == kth, KEY_SHIFT, 0) + idx
     rank = tl.sum(((order[None, :] < order[:, None]) & valid[None, :]).to(tl.int32), axis=1)
+    # ||h||² in float64 (no overflow for any float32 row) and the non-finite count, in a fixed chunk order;
+    # after the pick, so that nothing computed before lives across its passes (Triton 3.6 spilled the sum there)
+    ss = tl.zeros([BLOCK_H], dtype=tl.float64)
+    bad = tl.zeros([BLOCK_H], dtype=tl.int32)
+    for h0 in range(0, H, BLOCK_H):
+        i = h0 + offs
+        x = tl.load(row + i * stride_hh, mask=i < H, other=0.0).to(tl.float32)
+        bad += ((x != x) | (tl.abs(x) == float("inf"))).to(tl.int32)  # noqa: PLR0124  (x != x: NaN)
+        x64 = x.to(tl.float64)
+        ss += x64 * x64
+    inv = 1.0 / (tl.sqrt(tl.sum(ss, axis=0)) + EPS)
     vals = tl.load(row + tl.where(valid, idx, 0) * stride_hh, mask=valid, other=0.0).to(tl.float32).to(tl.float64)
     x = tl.sum(tl.where(rank[None, :] == slot[:, None], vals[None, :], 0.0), axis=1) * inv
     # k - 1 Haar reflections: u = N(seed_r, k) (cosines, then sines), normalized in float64
