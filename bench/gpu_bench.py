@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The measuring half of `make gpu-check`: ceilings, distances, artifacts, inputs, layer transforms, topk order.
+"""The measuring half of `make gpu-check`: ceilings, distances, artifacts, inputs, layer transforms, token ops,
+topk order.
 
     python bench/gpu_bench.py --json OUT.json [--quick] [--dry-run]
 
@@ -79,15 +80,19 @@ class Plan:
             self.batches, self.hidden, self.per_nonce_batch, self.output_dim = [4, 9], [64], 4, 8192
             self.gemm, self.copy_mb, self.inputs, self.layer = 256, 16, (2, 8, 64), (64, 64)
             self.topk_rows, self.clock = 8, (1, 3)
+            self.tokens = (16, (64,), 4)
         elif mode == "quick":
             self.batches, self.hidden, self.per_nonce_batch, self.output_dim = [256, 1024], [4096], 64, 8192
             self.gemm, self.copy_mb, self.inputs, self.layer = 8192, 2048, (64, 1024, 4096), (16384, 4096)
             self.topk_rows, self.clock = 256, (2, 10)
+            self.tokens = (8192, (4096,), 1024)
         else:
             self.batches, self.hidden, self.output_dim = [64, 256, 1024, 4096], [1024, 4096, 7168], 8192
             self.per_nonce_batch = 64
             self.gemm, self.copy_mb, self.inputs, self.layer = 8192, 4096, (64, 1024, 4096), (32768, 4096)
             self.topk_rows, self.clock = 1024, (3, 20)
+            # the engine's flat batch: T tokens, H of the network's models, PoC sequences of seq_len positions
+            self.tokens = (8192, (2880, 4096), 1024)
 
 
 # ----------------------------------------------------------------------------- ceilings
@@ -280,6 +285,110 @@ def layer_transform(plan: Plan, device: torch.device, clock: Clock, ceil: dict) 
     return rows
 
 
+# ----------------------------------------------------------------------------- the token operations
+
+
+def _graphed(fn):
+    """Return ``fn`` captured in a CUDA graph (after a warm-up on a side stream) as its replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def _token_case(device: torch.device, t: int, h: int, share: float, seq_len: int, dtype: torch.dtype) -> dict:
+    """One flat batch of ``t`` tokens, a ``share`` of them PoC (all, or every other one), as timed calls.
+
+    Returns ``{(kind, impl): fn}``: the token operations and the whole-batch kernels on as many rows.
+    """
+    from poc_kernels.backends.triton import custom_ops  # noqa: F401  (registers torch.ops.poc_kernels.triton_*)
+
+    poc = int(t * share)
+    num_req = -(-poc // seq_len)
+    idx = torch.arange(0, t, round(1 / share))
+    tok_req = torch.full((t,), -1, dtype=torch.int32)
+    tok_pos = torch.zeros(t, dtype=torch.int32)
+    tok_req[idx] = (torch.arange(poc) // seq_len).to(torch.int32)
+    tok_pos[idx] = (torch.arange(poc) % seq_len).to(torch.int32)
+    seeds = torch.arange(1, num_req + 1, dtype=torch.int64) * 2654435761 % 2**32
+    req_seeds = torch.zeros(num_req, 8, dtype=torch.int64)
+    req_seeds[:, 0] = seeds
+    tables = {
+        "tok_req": tok_req.to(device),
+        "tok_pos": tok_pos.to(device),
+        "req_seeds": req_seeds.to(device),
+        "req_seq_len": torch.full((num_req,), seq_len, dtype=torch.int32, device=device),
+        "req_segments": torch.ones(num_req, dtype=torch.int32, device=device),
+    }
+    out = torch.empty(t, h, dtype=dtype, device=device)
+    whole = torch.empty(num_req, seq_len, h, dtype=dtype, device=device)
+    dev_seeds = seeds.to(device)
+    x = torch.randn(t, h, device=device).to(dtype)
+    y = torch.randn(t, h, device=device).to(dtype)
+    xp, yp = x[:poc].clone(), y[:poc].clone()
+    vecs = poc_kernels.vectors.layer_vector(BLOCK, 0, h, device=device).to(dtype).view(1, 1, h)
+    req_layer = torch.zeros(num_req, dtype=torch.int32, device=device)  # slot 0, SPEC-ARTIFACTS §3 (the network's)
+
+    def whole_layer():
+        poc_kernels.apply_layer_transform_(xp, vecs[0, 0], normalize=False, backend="triton")
+        poc_kernels.apply_layer_transform_(yp, vecs[0, 0], normalize=False, backend="triton")
+
+    return {
+        ("inputs", "write_token_inputs_"): lambda: poc_kernels.write_token_inputs_(out, **tables, backend="triton"),
+        ("inputs", TOKEN_BASELINES["inputs"]): lambda: torch.ops.poc_kernels.triton_generate_inputs_(dev_seeds, whole),
+        ("layer", "apply_token_layer_transform_"): lambda: poc_kernels.apply_token_layer_transform_(
+            x, y, tables["tok_req"], req_layer, vecs, 0, backend="triton"
+        ),
+        ("layer", TOKEN_BASELINES["layer"]): whole_layer,
+    }
+
+
+TOKEN_BASELINES = {"inputs": "generate_inputs (whole batch)", "layer": "apply_layer_transform_ x2 (whole batch)"}
+
+
+def token_ops(plan: Plan, device: torch.device, clock: Clock, ceil: dict) -> list:
+    """The token operations on a flat batch of T tokens (all PoC, or every other one) against the whole-batch
+    kernels on as many rows: the input rows against ``triton_generate_inputs_`` (seeds ready on the device), the
+    layer transform of x and the residual (one launch) against ``apply_layer_transform_`` on each (two); eagerly
+    and, on CUDA, as CUDA graph replays (the engine's way)."""
+    t, hiddens, seq_len = plan.tokens
+    modes = ("eager", "graph") if device.type == "cuda" else ("eager",)
+    dtype = torch.bfloat16
+    rows = []
+    for h in hiddens:
+        for share in (1.0, 0.5):
+            poc = int(t * share)
+            found, case_rows = {}, []
+            for mode in modes:
+                for (kind, name), fn in _token_case(device, t, h, share, seq_len, dtype).items():
+                    s = found[mode, name] = clock.median_s(fn if mode == "eager" else _graphed(fn))
+                    written = poc * h * dtype.itemsize
+                    moved = written if kind == "inputs" else 4 * written  # x and y, each read and written
+                    case_rows.append(
+                        {
+                            "impl": name,
+                            "mode": mode,
+                            "dtype": str(dtype).replace("torch.", ""),
+                            "T": t,
+                            "poc": poc,
+                            "H": h,
+                            "median_ms": s * 1e3,
+                            "gbps": moved / s / 1e9,
+                            "of_copy": moved / s / 1e9 / ceil["copy_gbps"],
+                            "kind": kind,
+                        }
+                    )
+            for row in case_rows:
+                row["vs_whole"] = found[row["mode"], TOKEN_BASELINES[row["kind"]]] / (row["median_ms"] / 1e3)
+            rows += case_rows
+    return rows
+
+
 # ----------------------------------------------------------------------------- the topk order (SPEC-ARTIFACTS §5)
 
 
@@ -364,6 +473,7 @@ def main(argv=None) -> int:
     section("artifacts", lambda: artifacts(plan, device, clock, result["ceilings"]))
     section("inputs", lambda: inputs(plan, device, clock, result["ceilings"]))
     section("layer_transform", lambda: layer_transform(plan, device, clock, result["ceilings"]))
+    section("token_ops", lambda: token_ops(plan, device, clock, result["ceilings"]))
     print(f"[gpu-bench] wrote {args.json}", flush=True)
     return 0
 

@@ -50,6 +50,7 @@ GPU_TESTS = [
     "tests/test_layer_hooks.py",
     "tests/test_rng.py",
     "tests/test_seeds.py",
+    "tests/test_token_ops.py",
     "tests/test_topk_order.py",
     "tests/test_triton.py",
 ]
@@ -340,6 +341,12 @@ def markdown(report: dict) -> str:
             "The layer transforms (SPEC §7, SPEC-ARTIFACTS §3)",
             ("impl", "variant", "dtype", "T", "H", "median_ms", "gbps", "of_copy", "vs_eager", "vs_compiled"),
         ),
+        (
+            "token_ops",
+            "The token operations on a flat batch of T tokens, poc of them PoC "
+            "(vs_whole: the whole-batch kernels on as many rows)",
+            ("impl", "mode", "dtype", "T", "poc", "H", "median_ms", "gbps", "of_copy", "vs_whole"),
+        ),
     ):
         if b.get(key):
             lines += ["", f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -379,6 +386,14 @@ def summary(report: dict) -> str:
         if r["dtype"] == "bfloat16":
             lines.append(
                 f"  layer {r['variant']:<17} {r['impl']:<22} {r['gbps']:8.1f} GB/s  x eager {r['vs_eager']:.2f}"
+            )
+    token_rows = b.get("token_ops", [])
+    graphed = any(r["mode"] == "graph" for r in token_rows)
+    for r in token_rows:
+        if r["impl"].startswith(("write_token", "apply_token")) and (r["mode"] == "graph") == graphed:
+            lines.append(
+                f"  {r['impl']:<29} T={r['T']} poc={r['poc']:<5} H={r['H']:<5} {r['mode']:<5} "
+                f"{r['median_ms']:8.3f} ms  x whole batch {r['vs_whole']:.2f}"
             )
     lines.append(f"  report: {report['paths']['json']} and .md; total {report['elapsed_s']:.0f} s")
     return "\n".join(lines)

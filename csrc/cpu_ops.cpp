@@ -166,6 +166,54 @@ void normal_cpu_(at::Tensor& out, const at::Tensor& seeds, double scale) {
   }
 }
 
+namespace {
+
+// out[i - start] = N(seed, n)[i] for i in [start, start + len): cosine halves below p = ceil(n/2), sine
+// halves above, in pieces of kPairs elements (each piece computes only the pairs it needs, one half each).
+template <class T>
+void normal_slice(T* out, uint32_t seed, int64_t n, int64_t start, int64_t len) {
+  const int64_t p = (n + 1) / 2, stop = start + len;
+  constexpr int64_t kPiece = 8192;
+  const int64_t pieces = (len + kPiece - 1) / kPiece;
+  at::parallel_for(0, pieces, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> cbuf(kPiece), sbuf(kPiece);
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t i0 = start + it * kPiece, i1 = std::min(stop, i0 + kPiece);
+      if (i0 < p) {  // cosine halves: pairs [i0, min(i1, p))
+        const int64_t j1 = std::min(i1, p);
+        normal_pairs(seed, n, i0, j1, 1.0f, cbuf.data(), sbuf.data(), 0);
+        for (int64_t k = 0; k < j1 - i0; ++k) out[i0 - start + k] = static_cast<T>(cbuf[k]);
+      }
+      if (i1 > p) {  // sine halves: pairs [max(i0, p) - p, i1 - p)
+        const int64_t a = std::max(i0, p), j0 = a - p, j1 = i1 - p;
+        normal_pairs(seed, n, j0, j1, 1.0f, cbuf.data(), sbuf.data(), j1 - j0);
+        for (int64_t k = 0; k < j1 - j0; ++k) out[a - start + k] = static_cast<T>(sbuf[k]);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void normal_slice_cpu_(at::Tensor& out, int64_t seed, int64_t n, int64_t start) {
+  check_cpu(out, "out");
+  TORCH_CHECK(out.dim() == 1, "out must be 1-D, got shape ", out.sizes());
+  TORCH_CHECK(out.numel() <= 1 || out.stride(0) == 1, "out must be contiguous, got stride ", out.stride(0));
+  TORCH_CHECK(seed >= 0 && seed <= kMaxU32, "seed must lie in [0, 2**32), got ", seed);
+  TORCH_CHECK(n >= 0 && n <= kMaxU32 + 1, "n must lie in [0, 2**32], got ", n);
+  const int64_t len = out.numel();
+  TORCH_CHECK(start >= 0 && start + len <= n, "start must lie in [0, n - len(out)] = [0, ", n - len, "], got ", start);
+  if (len == 0) return;
+  const uint32_t s = static_cast<uint32_t>(seed);
+  switch (out.scalar_type()) {
+    case at::kFloat: return normal_slice(out.data_ptr<float>(), s, n, start, len);
+    case at::kDouble: return normal_slice(out.data_ptr<double>(), s, n, start, len);
+    case at::kHalf: return normal_slice(out.data_ptr<c10::Half>(), s, n, start, len);
+    case at::kBFloat16: return normal_slice(out.data_ptr<c10::BFloat16>(), s, n, start, len);
+    default: TORCH_CHECK(false, "out must be float32, float64, float16 or bfloat16, got ", out.scalar_type());
+  }
+}
+
 // ----------------------------------------------------------------------------- distances
 
 at::Tensor compute_distances_cpu(const at::Tensor& last_hidden, const at::Tensor& weight, const at::Tensor& target,

@@ -25,6 +25,8 @@ TORCH_LIBRARY(poc_kernels, m) {
   m.impl("sign_stream", c10::DeviceType::CPU, &poc::sign_stream_cpu);
   m.def("normal_(Tensor(a!) out, Tensor seeds, float scale=1.0) -> ()");
   m.impl("normal_", c10::DeviceType::CPU, &poc::normal_cpu_);
+  m.def("normal_slice_(Tensor(a!) out, int seed, int n, int start) -> ()");
+  m.impl("normal_slice_", c10::DeviceType::CPU, &poc::normal_slice_cpu_);
 
   // SPEC §5: float32 [B].
   m.def(

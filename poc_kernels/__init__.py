@@ -10,6 +10,10 @@ Public API::
     apply_layer_transform(x, v, *, normalize=True, backend="auto") -> x's dtype and shape (SPEC §7;
                           normalize=False: SPEC-ARTIFACTS §3)
     apply_layer_transform_(x, v, *, normalize=True, backend="auto") -> x, transformed in place
+    write_token_inputs_(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments, *,
+                        backend="auto") -> out, the PoC tokens' input rows written in place
+    apply_token_layer_transform_(x, y, tok_req, req_layer, vectors, layer, *, backend="auto") -> None,
+                                 the PoC tokens' rows of x (and y) transformed in place
 
 The package reads bottom-up: the contract (``constants``, ``rng``, ``seeds``,
 ``vectors``), the oracle (``reference``) and the benchmark baselines
@@ -25,11 +29,13 @@ from .api import (
     BACKENDS,
     apply_layer_transform,
     apply_layer_transform_,
+    apply_token_layer_transform_,
     auto_backend,
     available_backends,
     compute_artifacts,
     compute_distances,
     generate_inputs,
+    write_token_inputs_,
 )
 from .constants import ARTIFACT_K, NUM_REFLECTIONS, POC_OUTPUT_DIM
 
@@ -48,6 +54,7 @@ __all__ = [
     "POC_OUTPUT_DIM",
     "apply_layer_transform",
     "apply_layer_transform_",
+    "apply_token_layer_transform_",
     "auto_backend",
     "available_backends",
     "compute_artifacts",
@@ -57,4 +64,5 @@ __all__ = [
     "rng",
     "seeds",
     "vectors",
+    "write_token_inputs_",
 ]

@@ -2,7 +2,9 @@
 
 ``check_distance_args`` and ``check_input_args`` turn the public API's
 arguments into :class:`DistanceArgs` and :class:`InputArgs`, the validated
-form that every backend receives (``poc_kernels.backends``). The real-number
+form that every backend receives (``poc_kernels.backends``); the token
+operations' checks build :class:`TokenInputArgs` and :class:`TokenLayerArgs`
+from tensor metadata only, so they never wait for a GPU. The real-number
 checks serve the validation statistics.
 """
 
@@ -18,7 +20,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from .constants import MAX_NONCE
+from .constants import MAX_NONCE, STRONGER_SEGMENTS
 
 NoncesLike = Union[Sequence[int], torch.Tensor, np.ndarray]
 
@@ -79,6 +81,119 @@ class InputArgs:
         if self.out is not None:
             return self.out
         return torch.empty(len(self.nonces), self.seq_len, self.hidden_size, dtype=self.dtype, device=self.device)
+
+
+#: The activation dtypes the token operations take.
+TOKEN_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@dataclass(frozen=True)
+class TokenRun:
+    """Consecutive PoC rows ``out[row : row + rows]`` of one request at consecutive positions.
+
+    Their values, flattened, are the concatenation of the stream slices ``pieces``: each
+    ``(seed, n, start, stop)`` stands for ``N(seed, n)[start:stop]`` (SPEC §3).
+    """
+
+    row: int
+    rows: int
+    pieces: tuple[tuple[int, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class TokenInputArgs:
+    """The validated arguments of ``write_token_inputs_``, as every backend receives them.
+
+    ``T = out.shape[0]``; only the first ``T`` entries of ``tok_req`` and ``tok_pos`` are read.
+    """
+
+    #: ``[T, H]`` float16/bfloat16/float32 with contiguous rows, written in place
+    out: torch.Tensor
+    #: int32 ``[>= T]``: the request row of each token, or -1 (not a PoC token: its row is untouched)
+    tok_req: torch.Tensor
+    #: int32 ``[>= T]``: the token's position in its request's sequence, in ``[0, seq_len)``
+    tok_pos: torch.Tensor
+    #: int64 ``[R, 8]``: column 0 the input seed (SPEC §6), or the 8 segment seeds (SPEC-ARTIFACTS §2)
+    req_seeds: torch.Tensor
+    #: int32 ``[R]``: the request's sequence length
+    req_seq_len: torch.Tensor
+    #: int32 ``[R]``: 1 (SPEC §6 inputs) or 8 (the stronger inputs of SPEC-ARTIFACTS §2)
+    req_segments: torch.Tensor
+
+    def host_runs(self) -> list[TokenRun]:
+        """Return the PoC rows as runs with their stream slices, read on the host (the CPU backends' plan).
+
+        Reading the index tensors waits for their device. Index values are checked here (a request row
+        outside the tables, a position outside ``[0, seq_len)``, a segment count other than 1 or 8 raise
+        ``ValueError``), which the Triton kernel cannot do without waiting: it leaves such rows untouched.
+        """
+        t_count, hidden = self.out.shape
+        req = self.tok_req[:t_count].tolist()
+        pos = self.tok_pos[:t_count].tolist()
+        seeds, seq_len, segments = self.req_seeds.tolist(), self.req_seq_len.tolist(), self.req_segments.tolist()
+        num_req = len(seq_len)
+        checked: set[int] = set()
+        runs: list[TokenRun] = []
+        t = 0
+        while t < t_count:
+            r = req[t]
+            if r < 0:
+                t += 1
+                continue
+            if r >= num_req:
+                raise ValueError(f"tok_req[{t}] = {r} is not a row of the request tables (R = {num_req})")
+            if r not in checked:
+                _check_request(r, seeds[r], seq_len[r], segments[r], hidden)
+                checked.add(r)
+            if not 0 <= pos[t] < seq_len[r]:
+                raise ValueError(f"tok_pos[{t}] = {pos[t]} is outside [0, req_seq_len[{r}] = {seq_len[r]})")
+            k = 1
+            while t + k < t_count and req[t + k] == r and pos[t + k] == pos[t] + k and pos[t + k] < seq_len[r]:
+                k += 1
+            runs.append(TokenRun(t, k, _stream_pieces(seeds[r], seq_len[r] * hidden, segments[r], pos[t], k, hidden)))
+            t += k
+        return runs
+
+
+def _check_request(r: int, seeds: list, seq_len: int, segments: int, hidden: int) -> None:
+    if segments not in (1, STRONGER_SEGMENTS):
+        raise ValueError(f"req_segments[{r}] must be 1 or {STRONGER_SEGMENTS}, got {segments}")
+    if seq_len < 1 or seq_len * hidden > MAX_NONCE + 1:
+        raise ValueError(f"req_seq_len[{r}] must lie in [1, 2**32 / H], got {seq_len}")
+    for g in range(segments):
+        if not 0 <= seeds[g] <= MAX_NONCE:
+            raise ValueError(f"req_seeds[{r}, {g}] must lie in [0, 2**32), got {seeds[g]}")
+
+
+def _stream_pieces(seeds: list, n: int, segments: int, pos: int, rows: int, hidden: int) -> tuple:
+    # Elements [pos*H, (pos+rows)*H) of the request's values, split at the segment boundaries g*L.
+    a, b = pos * hidden, (pos + rows) * hidden
+    if segments == 1:
+        return ((seeds[0], n, a, b),)
+    seg = -(-n // segments)
+    pieces = []
+    for g in range(a // seg, (b - 1) // seg + 1):
+        lo, hi = max(a, g * seg), min(b, (g + 1) * seg)
+        pieces.append((seeds[g], min(seg, n - g * seg), lo - g * seg, hi - g * seg))
+    return tuple(pieces)
+
+
+@dataclass(frozen=True)
+class TokenLayerArgs:
+    """The validated arguments of ``apply_token_layer_transform_``, as every backend receives them."""
+
+    #: ``[T, H]`` float16/bfloat16/float32 with contiguous rows, transformed in place
+    x: torch.Tensor
+    #: None, or like ``x`` (the residual), transformed in place with it
+    y: Optional[torch.Tensor]
+    #: int32 ``[>= T]``: the request row of each token, or -1
+    tok_req: torch.Tensor
+    #: int32 ``[R]``: -1 (no transform) or ``slot * 2 + normalize``
+    req_layer: torch.Tensor
+    #: ``[S, L, H]`` in x's dtype: ``vectors[slot, layer]`` is that layer's unit vector
+    vectors: torch.Tensor
+    #: the decoder layer, in ``[0, L)``
+    layer: int
 
 
 def check_str(value, name: str) -> str:
@@ -262,6 +377,93 @@ def check_layer_args(x, v) -> None:
         raise ValueError(f"v must be a 1-D tensor of size {h}, got {getattr(v, 'shape', type(v).__name__)}")
     if not v.dtype.is_floating_point:
         raise TypeError(f"v must be a floating tensor, got {v.dtype}")
+
+
+def _check_rows(t, name: str) -> torch.Tensor:
+    """Check an activation tensor ``[T, H]``: a float16/bfloat16/float32 tensor with contiguous, disjoint rows."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in TOKEN_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16 or float32, got {t.dtype}")
+    if t.dim() != 2 or t.shape[1] < 1:
+        raise ValueError(f"{name} must be 2-D [tokens, hidden] with hidden >= 1, got shape {tuple(t.shape)}")
+    if t.shape[1] > 1 and t.stride(1) != 1:
+        raise ValueError(f"{name} must have contiguous rows (stride 1 along hidden), got strides {t.stride()}")
+    if t.shape[0] > 1 and abs(t.stride(0)) < t.shape[1]:
+        raise ValueError(f"{name} must have disjoint rows, got strides {t.stride()} for shape {tuple(t.shape)}")
+    return t
+
+
+def _check_index(t, name: str, dtype: torch.dtype, device: torch.device, ref: str, *, dim: int = 1) -> torch.Tensor:
+    """Check an index table: a contiguous tensor of ``dtype`` and rank ``dim`` on ``device`` (``ref``'s)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {t.dtype}")
+    if t.dim() != dim:
+        raise ValueError(f"{name} must be {dim}-D, got shape {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but {ref} is on {device}")
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous, got strides {t.stride()}")
+    return t
+
+
+def _check_token_table(t, name: str, count: int, device: torch.device, ref: str) -> torch.Tensor:
+    _check_index(t, name, torch.int32, device, ref)
+    if t.shape[0] < count:
+        raise ValueError(f"{name} must hold at least T = {count} entries (one per row of {ref}), got {t.shape[0]}")
+    return t
+
+
+def check_token_input_args(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments) -> TokenInputArgs:
+    """Return the validated ``write_token_inputs_`` arguments (from metadata only: nothing waits for a device)."""
+    _check_rows(out, "out")
+    t_count, device = out.shape[0], out.device
+    _check_token_table(tok_req, "tok_req", t_count, device, "out")
+    _check_token_table(tok_pos, "tok_pos", t_count, device, "out")
+    _check_index(req_seeds, "req_seeds", torch.int64, device, "out", dim=2)
+    if req_seeds.shape[1] != STRONGER_SEGMENTS:
+        raise ValueError(f"req_seeds must be [R, {STRONGER_SEGMENTS}], got shape {tuple(req_seeds.shape)}")
+    num_req = req_seeds.shape[0]
+    for t, name in ((req_seq_len, "req_seq_len"), (req_segments, "req_segments")):
+        _check_index(t, name, torch.int32, device, "out")
+        if t.shape[0] != num_req:
+            raise ValueError(f"{name} must be [R] with R = {num_req} (the rows of req_seeds), got {t.shape[0]}")
+    return TokenInputArgs(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments)
+
+
+def check_token_layer_args(x, y, tok_req, req_layer, vectors, layer) -> TokenLayerArgs:
+    """Return the validated ``apply_token_layer_transform_`` arguments (from metadata only)."""
+    _check_rows(x, "x")
+    t_count, hidden, device = x.shape[0], x.shape[1], x.device
+    if y is not None:
+        _check_rows(y, "y")
+        if y.shape != x.shape or y.dtype != x.dtype or y.device != device:
+            raise ValueError(
+                f"y must be None or like x ({x.dtype} {tuple(x.shape)} on {device}), "
+                f"got {y.dtype} {tuple(y.shape)} on {y.device}"
+            )
+        if y.numel() and y.data_ptr() == x.data_ptr():
+            raise ValueError("y must be another tensor than x (each row is transformed once)")
+    _check_token_table(tok_req, "tok_req", t_count, device, "x")
+    _check_index(req_layer, "req_layer", torch.int32, device, "x")
+    if not isinstance(vectors, torch.Tensor):
+        raise TypeError(f"vectors must be a torch.Tensor, got {type(vectors).__name__}")
+    if vectors.dtype != x.dtype:
+        raise TypeError(f"vectors must have x's dtype {x.dtype}, got {vectors.dtype}")
+    if vectors.dim() != 3 or vectors.shape[0] < 1 or vectors.shape[1] < 1 or vectors.shape[2] != hidden:
+        raise ValueError(
+            f"vectors must be [slots, layers, {hidden}] with slots, layers >= 1, got shape {tuple(vectors.shape)}"
+        )
+    if vectors.device != device:
+        raise ValueError(f"vectors is on {vectors.device} but x is on {device}")
+    if hidden > 1 and vectors.stride(2) != 1:
+        raise ValueError(f"vectors must be contiguous along hidden, got strides {vectors.stride()}")
+    layer = check_int(layer, "layer", 0)
+    if layer >= vectors.shape[1]:
+        raise ValueError(f"layer must lie in [0, {vectors.shape[1]}) (the layers of vectors), got {layer}")
+    return TokenLayerArgs(x, y, tok_req, req_layer, vectors, layer)
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

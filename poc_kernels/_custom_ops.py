@@ -30,6 +30,7 @@ __all__ = [
     "uniform_stream",
     "sign_stream",
     "normal_",
+    "normal_slice_",
     "compute_distances",
     "compute_artifacts",
 ]
@@ -93,6 +94,10 @@ if HAS_EXT:
     def _normal_fake(out, seeds, scale=1.0):
         return None
 
+    @torch.library.register_fake("poc_kernels::normal_slice_")
+    def _normal_slice_fake(out, seed, n, start):
+        return None
+
     @torch.library.register_fake("poc_kernels::compute_distances")
     def _compute_distances_fake(last_hidden, weight, target, sign_seeds, reflection_seeds):
         return last_hidden.new_empty((last_hidden.shape[0],), dtype=torch.float32)
@@ -135,6 +140,11 @@ def sign_stream(seeds: torch.Tensor, n: int) -> torch.Tensor:
 def normal_(out: torch.Tensor, seeds: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Fill CPU ``out [S, n]`` (float32/64, float16, bfloat16) with ``scale * N(seed, n)`` per row; return ``out``."""
     return torch.ops.poc_kernels.normal_(out, seeds, scale) or out
+
+
+def normal_slice_(out: torch.Tensor, seed: int, n: int, start: int) -> torch.Tensor:
+    """Fill contiguous 1-D CPU ``out`` (float32/64, float16, bfloat16) with ``N(seed, n)[start:start+len(out)]``."""
+    return torch.ops.poc_kernels.normal_slice_(out, seed, n, start) or out
 
 
 def compute_distances(

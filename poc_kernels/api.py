@@ -18,6 +18,8 @@ from ._checks import (
     check_distance_args,
     check_input_args,
     check_layer_args,
+    check_token_input_args,
+    check_token_layer_args,
 )
 from .backends import BACKENDS, Backend, get, register_backend, registered
 from .constants import ARTIFACT_K, NUM_REFLECTIONS, POC_OUTPUT_DIM
@@ -27,12 +29,14 @@ __all__ = [
     "Backend",
     "apply_layer_transform",
     "apply_layer_transform_",
+    "apply_token_layer_transform_",
     "auto_backend",
     "available_backends",
     "compute_artifacts",
     "compute_distances",
     "generate_inputs",
     "register_backend",
+    "write_token_inputs_",
 ]
 
 
@@ -185,3 +189,68 @@ def apply_layer_transform(
     check_bool(normalize, "normalize")
     impl = _resolve(backend, x.device, "layer_transform_")
     return impl.layer_transform_(x.clone(memory_format=torch.contiguous_format), v, normalize)
+
+
+# ----------------------------------------------------------------------------- the tokens of an engine's flat batch
+
+
+def write_token_inputs_(
+    out: torch.Tensor,
+    tok_req: torch.Tensor,
+    tok_pos: torch.Tensor,
+    req_seeds: torch.Tensor,
+    req_seq_len: torch.Tensor,
+    req_segments: torch.Tensor,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Write the input embeddings of the PoC tokens of a flat batch into ``out`` ``[T, H]``, in place; return ``out``.
+
+    For every ``t < T`` with ``r = tok_req[t] >= 0``, ``out[t]`` becomes row
+    ``tok_pos[t]`` of ``generate_inputs(block_hash, public_key, [nonce], req_seq_len[r], H,
+    dtype=out.dtype, stronger_rng=req_segments[r] == 8)[0]`` (bit for bit what
+    the same backend's ``generate_inputs`` gives), where ``req_seeds[r]`` holds
+    that nonce's input seed in column 0 (``seeds.derive_nonce_seeds(...).input``)
+    or, for the stronger inputs, its 8 segment seeds
+    (``seeds.stronger_input_seeds``). Rows with ``tok_req[t] < 0`` are untouched.
+
+    ``out``: float16/bfloat16/float32 with contiguous rows; ``tok_req``,
+    ``tok_pos``: int32 ``[>= T]`` (only the first T entries are read);
+    ``req_seeds``: int64 ``[R, 8]``; ``req_seq_len``, ``req_segments``: int32
+    ``[R]``; all on out's device. The arguments are checked from metadata only,
+    and the Triton backend (``auto`` on CUDA) reads every index on the device:
+    it never synchronizes, so it can be captured in a CUDA graph whose tables
+    are refilled between replays.
+    """
+    args = check_token_input_args(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments)
+    return _resolve(backend, out.device, "write_token_inputs_").write_token_inputs_(args)
+
+
+def apply_token_layer_transform_(
+    x: torch.Tensor,
+    y: Optional[torch.Tensor],
+    tok_req: torch.Tensor,
+    req_layer: torch.Tensor,
+    vectors: torch.Tensor,
+    layer: int,
+    *,
+    backend: str = "auto",
+) -> None:
+    """Apply the layer transform to the rows of the PoC tokens of ``x`` (and ``y``) ``[T, H]`` in place.
+
+    For every ``t < T`` with ``r = tok_req[t] >= 0`` and ``c = req_layer[r] >= 0``,
+    row ``t`` of ``x`` and of ``y`` (the residual, or None) becomes
+    ``apply_layer_transform(row, vectors[c >> 1, layer], normalize=bool(c & 1))``,
+    bit for bit what the same backend's :func:`apply_layer_transform_` gives
+    for that row (``c & 1``: SPEC §7; otherwise SPEC-ARTIFACTS §3). Every other
+    row is untouched.
+
+    ``x``, ``y``: float16/bfloat16/float32 with contiguous rows; ``tok_req``:
+    int32 ``[>= T]``; ``req_layer``: int32 ``[R]``; ``vectors``: ``[S, L, H]``
+    in x's dtype (``poc_kernels.vectors.layer_vector`` of each slot's block
+    hash, cast as the layer hooks cast it); ``layer`` in ``[0, L)``. The
+    Triton backend (``auto`` on CUDA) does it in one launch for x and y without
+    synchronizing (CUDA-graph safe).
+    """
+    args = check_token_layer_args(x, y, tok_req, req_layer, vectors, layer)
+    _resolve(backend, x.device, "token_layer_transform_").token_layer_transform_(args)

@@ -36,6 +36,7 @@ __all__ = [
     "uniform",
     "normal",
     "normal_pairs",
+    "normal_slice",
     "pick_indices",
     "smallest_k_canonical",
 ]
@@ -173,6 +174,37 @@ def normal_pairs(seed: SeedLike, n: int, start: int, stop: int, *, device=None) 
     rad = torch.sqrt(torch.log(u1).mul_(-2.0))
     ang = u2.mul_(TWO_PI_F32)
     return rad * torch.cos(ang), rad.mul_(torch.sin(ang))
+
+
+def normal_slice(seed: SeedLike, n: int, start: int, stop: int, *, device=None) -> torch.Tensor:
+    """Return ``N(seed, n)[start:stop]`` as float32 ``[stop - start]`` (``[S, stop - start]`` for ``S`` seeds).
+
+    Elements below ``p = ceil(n / 2)`` are the cosine halves of pairs
+    ``start ..``, the others the sine halves of pairs ``.. stop - p``: the
+    values of :func:`normal` at those positions, computed by
+    :func:`normal_pairs` for the pairs the slice needs only.
+    """
+    n = check_int(n, "n", 0)
+    start = check_int(start, "start", 0)
+    stop = check_int(stop, "stop", 0)
+    if not start <= stop <= n:
+        raise ValueError(f"slice [{start}, {stop}) must lie within [0, {n}]")
+    if 2 * ((n + 1) // 2) > _M32 + 1:
+        raise ValueError("stream length n must stay below 2**32")
+    seed = _check_seed(seed, device)
+    if isinstance(seed, torch.Tensor):
+        device = seed.device
+    s, rows = _as_rows(seed)
+    if not isinstance(s, torch.Tensor):
+        s = torch.tensor([[s]], dtype=torch.int64, device=device)
+    p = (n + 1) // 2
+    parts = []
+    if start < p:
+        parts.append(normal_pairs(s, n, start, min(stop, p), device=device)[0])
+    if stop > p:
+        parts.append(normal_pairs(s, n, max(start, p) - p, stop - p, device=device)[1])
+    out = torch.cat(parts, dim=1) if parts else torch.empty(s.shape[0], 0, dtype=torch.float32, device=device)
+    return out if rows else out.reshape(stop - start)
 
 
 def normal(

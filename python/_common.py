@@ -127,7 +127,6 @@ class VllmEngine:
         self.llm = LLM(
             model=path,
             worker_extension_cls=WORKER_EXTENSION,
-            enable_prompt_embeds=True,
             dtype=dtype,
             enforce_eager=eager,
             max_model_len=seq_len + 8,

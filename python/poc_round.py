@@ -206,9 +206,6 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     eager = (not torch.cuda.is_available()) if args.eager is None else args.eager
-    if "artifact" in schemes and eager is False:
-        raise SystemExit("--no-eager: the artifact scheme's layer transforms need an eager engine (Python hooks)")
-    eager = eager or "artifact" in schemes
     engine = make_engine(args.engine, path, dtype, seq_len, args.batch_size, eager, verbose=args.verbose)
     start_s = time.perf_counter() - t0
     print(f"engine: {engine.name} on {engine.device}, started in {start_s:.1f} s; seq_len {seq_len}", flush=True)

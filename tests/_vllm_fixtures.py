@@ -45,12 +45,12 @@ def make_llm(path, **kwargs):
     args = dict(
         model=str(path),
         worker_extension_cls=WORKER_EXTENSION,
-        enable_prompt_embeds=True,
         dtype="float32",
         enforce_eager=True,
         max_model_len=256,
         max_num_seqs=8,
-        gpu_memory_utilization=0.3,
+        # a small KV cache, so that several test engines fit in memory at once
+        kv_cache_memory_bytes=64 << 20,
         seed=0,
     )
     args.update(kwargs)

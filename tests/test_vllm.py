@@ -191,8 +191,10 @@ def test_protocol_names_and_wire_forms():
     assert protocol.FinishRequest.from_wire(finish.to_wire()) == finish
     art = protocol.FinishRequest(tag, "blk", "key", [5], scheme="artifact", k=7)
     assert protocol.FinishRequest.from_wire(art.to_wire()) == art and art.scheme in protocol.SCHEMES
-    info = protocol.WorkerInfo("r", "cpu", "float32", 64, 2, True, 0, True)
+    info = protocol.WorkerInfo("r", "cpu", "float32", 64, 2, True, 0, True, True, True, 2, "")
     assert protocol.WorkerInfo.from_wire(info.to_wire()) == info
+    begin = protocol.BeginRequest(tag, "blk", "key", [5, 2**32 - 1], 16, True, "blk", False)
+    assert protocol.BeginRequest.from_wire(begin.to_wire()) == begin
     d, h = torch.tensor([1.25, float("nan")]), torch.arange(6, dtype=torch.float32).view(2, 3)
     back = protocol.decode_result([None, protocol.encode_result(d, h, "cpp", True)], [5, 7])
     assert back.nonces == [5, 7] and back.backend == "cpp" and back.device == "cpu"
@@ -221,9 +223,9 @@ def test_unsupported_vllm_version_is_refused(monkeypatch):
 
 
 def test_tensor_parallel_and_compiled_engine(tiny, engine, monkeypatch):
-    """Two tensor-parallel workers of a compiled engine give the distances of one eager worker.
+    """Two tensor-parallel workers of a compiled engine give the results of one eager worker, in every mode.
 
-    Layer hooks are refused there: a compiled forward ignores hooks added after compilation.
+    The inputs and the layer transforms are written inside the compiled forward, on every rank.
     """
     from poc_kernels.vllm import PoCRunner
 
@@ -238,12 +240,20 @@ def test_tensor_parallel_and_compiled_engine(tiny, engine, monkeypatch):
     try:
         runner = PoCRunner(llm, seq_len=SEQ_LEN)
         assert [i.tp_rank for i in runner.worker_info] == [0, 1]
+        assert runner.inputs == "engine" and all(i.inline_inputs for i in runner.worker_info)
         got = runner.run("blk", "key", NONCES).distances
         torch.testing.assert_close(got, expect, rtol=0, atol=MODEL_DIST_ATOL)
-        with pytest.raises(Exception, match="enforce_eager=True"):
-            runner.set_layer_hooks("blk")
-        with pytest.raises(ValueError, match="enforce_eager=True"):
-            runner.run("blk", "key", [1], scheme="artifact")
+        art = runner.run("blk", "key", NONCES, scheme="artifact").artifacts
+        expect_art = eager.run("blk", "key", NONCES, scheme="artifact").artifacts
+        torch.testing.assert_close(art, expect_art, rtol=0, atol=MODEL_DIST_ATOL)
+        runner.set_layer_hooks("blk")
+        eager.set_layer_hooks("blk")
+        try:
+            hooked = runner.run("blk", "key", NONCES).distances
+            torch.testing.assert_close(hooked, eager.run("blk", "key", NONCES).distances, rtol=0, atol=MODEL_DIST_ATOL)
+        finally:
+            eager.clear_layer_hooks()
+        assert (hooked - got).abs().max().item() > 1e-3
     finally:
         shutdown(llm)
 

@@ -2,7 +2,8 @@
 
 A backend is a :class:`Backend`: a name, the devices it runs on, and one
 function per operation, each taking the validated arguments that
-``poc_kernels.api`` builds (:class:`DistanceArgs`, :class:`InputArgs`, or the
+``poc_kernels.api`` builds (:class:`DistanceArgs`, :class:`InputArgs`,
+:class:`ArtifactArgs`, :class:`TokenInputArgs`, :class:`TokenLayerArgs`, or the
 checked ``(x, v)`` of the layer transform). Each backend module registers
 itself with :func:`register_backend` when it is imported; this package
 imports them all, in the order ``backend="auto"`` prefers them:
@@ -26,7 +27,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .._checks import ArtifactArgs, DistanceArgs, InputArgs
+from .._checks import ArtifactArgs, DistanceArgs, InputArgs, TokenInputArgs, TokenLayerArgs, TokenRun
 
 __all__ = [
     "BACKENDS",
@@ -34,6 +35,9 @@ __all__ = [
     "Backend",
     "DistanceArgs",
     "InputArgs",
+    "TokenInputArgs",
+    "TokenLayerArgs",
+    "TokenRun",
     "get",
     "register_backend",
     "registered",
@@ -64,6 +68,11 @@ class Backend:
     #: the layer transform of ``x [..., H]`` with the unit vector ``v [H]``, in place; returns ``x``; with
     #: ``normalize`` SPEC §7, without SPEC-ARTIFACTS §3
     layer_transform_: Optional[Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]] = None
+    #: the input rows (SPEC §6, SPEC-ARTIFACTS §2) of the PoC tokens of a flat batch, into ``args.out``; returns it
+    write_token_inputs_: Optional[Callable[[TokenInputArgs], torch.Tensor]] = None
+    #: the layer transform of the PoC tokens' rows of ``args.x`` (and ``args.y``) whose request has a layer
+    #: code, in place; other rows untouched
+    token_layer_transform_: Optional[Callable[[TokenLayerArgs], None]] = None
     preferred: Optional[Callable[[torch.device], bool]] = None
 
     def is_preferred(self, device: torch.device) -> bool:

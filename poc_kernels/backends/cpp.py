@@ -1,4 +1,4 @@
-"""The ``"cpp"`` backend: ``compute_distances`` and ``generate_inputs`` on CPU tensors, in C++ (``csrc/``).
+"""The ``"cpp"`` backend: distances, artifacts and input embeddings on CPU tensors, in C++ (``csrc/``).
 
 Per call: the seeds of every nonce in one batched SHA-256 op, then one op for
 the distances (OpenMP over nonces for the per-nonce work, over blocks of lm_head
@@ -14,6 +14,11 @@ evaluation of SPEC §5 (the projection runs in float32 with FMA, the rest in
 float64). The streams are the contract's float32 steps with correctly rounded
 ``log``/``sin``/``cos``, so uniforms and signs are bit-exact and normals agree
 with other math libraries to about one float32 ulp.
+
+The input rows of an engine's PoC tokens (``write_token_inputs_``) are the same
+streams, sliced: one op per run of consecutive tokens of one request (and per
+segment piece), which computes only the Box-Muller pairs those rows need, so
+a decoding step never regenerates whole sequences.
 """
 
 from __future__ import annotations
@@ -24,13 +29,21 @@ import torch
 
 from .. import _custom_ops as ops
 from .._cache import LRUCache
-from .._checks import ArtifactArgs, DistanceArgs, InputArgs
+from .._checks import ArtifactArgs, DistanceArgs, InputArgs, TokenInputArgs
 from ..constants import LM_HEAD_SCALE, STRONGER_SEGMENTS
 from ..seeds import derive_artifact_seeds, lm_head_seed, stronger_input_seeds, target_seed
 from ..vectors import norm
 from . import Backend, register_backend
 
-__all__ = ["CACHE_SIZE", "clear_cache", "compute_artifacts", "compute_distances", "generate_inputs", "projection"]
+__all__ = [
+    "CACHE_SIZE",
+    "clear_cache",
+    "compute_artifacts",
+    "compute_distances",
+    "generate_inputs",
+    "projection",
+    "write_token_inputs_",
+]
 
 #: Number of ``(block_hash, H, D)`` projections kept (each is ``4*D*H`` bytes: 32 MiB at H=1024).
 CACHE_SIZE = 4
@@ -101,6 +114,32 @@ def generate_inputs(args: InputArgs) -> torch.Tensor:
     return out
 
 
+def write_token_inputs_(args: TokenInputArgs) -> torch.Tensor:
+    """Write the input rows of the PoC tokens into ``args.out`` ``[T, H]``; return it."""
+    out = args.out
+    hidden = out.shape[1]
+    dense = out.shape[0] <= 1 or out.stride(0) == hidden  # consecutive rows are one contiguous range
+    for run in args.host_runs():
+        if dense:
+            flat = [out[run.row : run.row + run.rows].view(-1)]
+        else:  # row by row: each row is contiguous
+            flat = [out[run.row + k] for k in range(run.rows)]
+        _write_pieces(flat, run.pieces)
+    return out
+
+
+def _write_pieces(flat: list, pieces: tuple) -> None:
+    # Write the concatenated stream slices into the 1-D contiguous tensors of flat, in order.
+    dst, at = 0, 0
+    for seed, n, start, stop in pieces:
+        while start < stop:
+            take = min(stop - start, flat[dst].numel() - at)
+            ops.normal_slice_(flat[dst][at : at + take], seed, n, start)
+            start, at = start + take, at + take
+            if at == flat[dst].numel():
+                dst, at = dst + 1, 0
+
+
 def _row_view(out: torch.Tensor, b: int, n: int) -> Optional[torch.Tensor]:
     # [B, n] view of out whose rows are contiguous, or None.
     try:
@@ -118,5 +157,6 @@ if ops.HAS_EXT:
             compute_distances=compute_distances,
             generate_inputs=generate_inputs,
             compute_artifacts=compute_artifacts,
+            write_token_inputs_=write_token_inputs_,
         )
     )

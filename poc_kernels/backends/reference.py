@@ -1,16 +1,59 @@
-"""The ``"reference"`` backend: the oracle (:mod:`poc_kernels.reference`) served through the API, on any device."""
+"""The ``"reference"`` backend: the oracle (:mod:`poc_kernels.reference`) served through the API, on any device.
+
+The token operations read their index tensors on the host (a device waits for
+them): they are the oracle of the Triton kernels, which read them on the GPU.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import torch
 
-from .. import reference
+from .. import reference, rng
+from .._checks import TokenInputArgs, TokenLayerArgs
 from . import Backend, register_backend
 
 
 def layer_transform_(x: torch.Tensor, v: torch.Tensor, normalize: bool) -> torch.Tensor:
     """Write the oracle's layer transform of ``x`` into ``x``; return ``x``."""
     return x.copy_(reference.apply_layer_transform(x, v, normalize=normalize))
+
+
+def write_token_inputs_(args: TokenInputArgs) -> torch.Tensor:
+    """Write each run of PoC rows as the stream slices of its request (``rng.normal_slice``), cast once."""
+    out = args.out
+    hidden = out.shape[1]
+    for run in args.host_runs():
+        values = [rng.normal_slice(seed, n, start, stop, device=out.device) for seed, n, start, stop in run.pieces]
+        out[run.row : run.row + run.rows] = torch.cat(values).view(run.rows, hidden)
+    return out
+
+
+def token_layer_transform_(args: TokenLayerArgs) -> None:
+    """Gather the rows of each layer code, apply the oracle's layer transform to them, scatter them back."""
+    t_count = args.x.shape[0]
+    req = args.tok_req[:t_count].tolist()
+    codes = args.req_layer.tolist()
+    slots = args.vectors.shape[0]
+    rows = defaultdict(list)
+    for t, r in enumerate(req):
+        if r < 0:
+            continue
+        if r >= len(codes):
+            raise ValueError(f"tok_req[{t}] = {r} is not a row of req_layer (R = {len(codes)})")
+        code = codes[r]
+        if code >= 0:
+            if code >> 1 >= slots:
+                raise ValueError(f"req_layer[{r}] = {code} names slot {code >> 1}, but vectors has {slots} slots")
+            rows[code].append(t)
+    for code, index in sorted(rows.items()):
+        idx = torch.tensor(index, dtype=torch.int64, device=args.x.device)
+        v = args.vectors[code >> 1, args.layer]
+        for t in (args.x, args.y):
+            if t is not None:
+                rows_out = reference.apply_layer_transform(t.index_select(0, idx), v, normalize=bool(code & 1))
+                t.index_copy_(0, idx, rows_out)
 
 
 register_backend(
@@ -21,5 +64,7 @@ register_backend(
         generate_inputs=reference.inputs,
         compute_artifacts=reference.artifacts,
         layer_transform_=layer_transform_,
+        write_token_inputs_=write_token_inputs_,
+        token_layer_transform_=token_layer_transform_,
     )
 )

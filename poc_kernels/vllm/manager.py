@@ -143,16 +143,11 @@ class PoCManager:
     def inference_pause_reason(self) -> Optional[str]:
         """Why ordinary inference must wait now, or None when it may run.
 
-        It waits while the node is GENERATING, and for the whole of a round with
-        layer hooks: those transform the forward of every request the engine runs.
+        It waits while the node is GENERATING. Layer transforms (``use_layer_hooks``)
+        run inside the forward on PoC rows only, so they never pause inference.
         """
         if self.state is PoCState.GENERATING:
             return "PoC generation in progress: inference is paused until the node validates or stops"
-        if self._hooks_installed:
-            return (
-                "this PoC round uses layer hooks, which transform every request's forward pass: "
-                "inference is paused until the round stops"
-            )
         return None
 
     # ------------------------------------------------------------------ round set-up and transitions
@@ -177,8 +172,8 @@ class PoCManager:
                 f"seq_len = {config.seq_len} does not fit the engine's max_model_len = {self.max_model_len} "
                 "(a PoC request needs seq_len + 1 positions)"
             )
-        if config.use_layer_hooks and not getattr(self.runner, "enforce_eager", False):
-            raise ValueError("use_layer_hooks needs an engine started with enforce_eager (--enforce-eager)")
+        if config.use_layer_hooks and not getattr(self.runner, "layers_supported", False):
+            raise ValueError("use_layer_hooks needs the in-graph layer transform, which this engine's workers lack")
         if then is PoCState.GENERATING and config.node_id is None:
             raise ValueError("generating needs node_id and node_count")
         async with self._lock:

@@ -10,8 +10,8 @@ them. Neither side spells a string the other parses; both import this module:
   ``-<suffix>`` to the ids it is given; :func:`parse_request_id` reads past it);
 - the wire forms, plain dicts of primitives and bytes (no tensor pickling, so
   no insecure-serialization switch is needed): :class:`FinishRequest` from the
-  driver, :func:`encode_result` / :func:`decode_result` back, and
-  :class:`WorkerInfo` from ``poc_install``.
+  driver (after :class:`BeginRequest`), :func:`encode_result` /
+  :func:`decode_result` back, and :class:`WorkerInfo` from ``poc_install``.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ RPC_INSTALL = "poc_install"
 RPC_BEGIN = "poc_begin"
 RPC_FINISH = "poc_finish"
 RPC_ABORT = "poc_abort"
-RPC_SET_LAYER_HOOKS = "poc_set_layer_hooks"
-RPC_CLEAR_LAYER_HOOKS = "poc_clear_layer_hooks"
-RPCS = (RPC_INSTALL, RPC_BEGIN, RPC_FINISH, RPC_ABORT, RPC_SET_LAYER_HOOKS, RPC_CLEAR_LAYER_HOOKS)
+RPC_STATS = "poc_stats"
+RPCS = (RPC_INSTALL, RPC_BEGIN, RPC_FINISH, RPC_ABORT, RPC_STATS)
+
+#: The token id a PoC request's prompt is made of: the worker overwrites its embedding in the forward.
+PLACEHOLDER_TOKEN_ID = 0
 
 #: Every batch tag starts with this; a tag holds no ``-``, which separates the request index.
 TAG_PREFIX = "poc"
@@ -84,6 +86,13 @@ class WorkerInfo:
     last_pp_rank: bool
     tp_rank: int
     enforce_eager: bool
+    first_pp_rank: bool = True
+    #: the embedding output of PoC rows is written in the forward (else the driver sends prompt_embeds)
+    inline_inputs: bool = False
+    #: decoder layers with the in-graph layer transform (0: not installed)
+    inline_layers: int = 0
+    #: why inputs are not written in the forward, when they are not
+    inline_reason: str = ""
 
     def to_wire(self) -> dict:
         return asdict(self)
@@ -95,6 +104,32 @@ class WorkerInfo:
 
 #: The two PoC schemes: SPEC.md's distances and SPEC-ARTIFACTS.md's artifacts.
 SCHEMES = ("distance", "artifact")
+
+
+@dataclass(frozen=True)
+class BeginRequest:
+    """The driver's ``poc_begin`` call: the batch's nonces, input kind and layer transform.
+
+    Request ``f"{tag}-{i}"`` belongs to ``nonces[i]``; with ``layer_block_hash``
+    every decoder layer transforms the batch's rows with that block's layer
+    vectors (``layer_normalize``: SPEC §7, else SPEC-ARTIFACTS §3).
+    """
+
+    tag: str
+    block_hash: str
+    public_key: str
+    nonces: list
+    seq_len: int
+    stronger_rng: bool = False
+    layer_block_hash: Optional[str] = None
+    layer_normalize: bool = True
+
+    def to_wire(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict) -> BeginRequest:
+        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,27 @@
 """The driver side of PoC v2 in vLLM: run batches of nonces through an engine that serves the model.
 
 ``PoCRunner(llm)`` drives an offline ``vllm.LLM`` built with
-``worker_extension_cls="poc_kernels.vllm.PoCWorkerExtension"`` and
-``enable_prompt_embeds=True``::
+``worker_extension_cls="poc_kernels.vllm.PoCWorkerExtension"``::
 
-    llm = LLM(model, worker_extension_cls=WORKER_EXTENSION, enable_prompt_embeds=True)
+    llm = LLM(model, worker_extension_cls=WORKER_EXTENSION)
     runner = PoCRunner(llm, seq_len=256)
     result = runner.run("block_alpha", "node_A", range(32))
     result.distances  # float32 [32]
 
-Each nonce becomes one request of the engine's own scheduler: its random input
-embeddings (SPEC §6, in the model dtype) as ``prompt_embeds``, one output
-token, a ``cache_salt`` unique to the request (so the prefix cache never
-reuses anything across nonces or rounds) and the request id of
-:mod:`.protocol` that the workers recognize. The engine keeps serving other
-requests meanwhile; nothing of it is changed once the batch is done.
+Each nonce becomes one request of the engine's own scheduler: ``seq_len``
+placeholder token ids, one output token, a ``cache_salt`` unique to the
+request (so the prefix cache never reuses anything across nonces or rounds)
+and the request id of :mod:`.protocol` that the workers recognize. The
+workers write the nonce's input embeddings (SPEC §6) over the embedding output
+of those rows inside the forward, and apply the batch's layer transform after
+every decoder layer, to those rows only (:mod:`.inline`). The engine keeps
+serving other requests meanwhile, in the same steps, untouched; continuous
+batching, chunked prefill and compiled or CUDA-graph forwards all apply.
+
+An engine started with ``enable_prompt_embeds=True`` embeds token ids outside
+the model's forward, where the workers cannot write them: there the driver
+generates the embeddings and sends them as ``prompt_embeds`` (the path of
+earlier releases; the layer transforms still run in the graph).
 ``AsyncPoCRunner`` does the same on an ``AsyncLLM`` (the OpenAI server's).
 """
 
@@ -27,14 +34,15 @@ import torch
 from .._checks import check_bool, check_int, check_nonces, check_str
 from ..constants import ARTIFACT_K
 from .protocol import (
+    PLACEHOLDER_TOKEN_ID,
     RPC_ABORT,
     RPC_BEGIN,
-    RPC_CLEAR_LAYER_HOOKS,
     RPC_FINISH,
     RPC_INSTALL,
-    RPC_SET_LAYER_HOOKS,
+    RPC_STATS,
     SCHEMES,
     WORKER_EXTENSION,
+    BeginRequest,
     FinishRequest,
     PoCBatchResult,
     WorkerInfo,
@@ -57,12 +65,21 @@ def poc_sampling_params():
     return SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
 
 
-def make_requests(tag: str, embeddings: torch.Tensor, sampling_params: Any) -> list[tuple[str, dict, Any]]:
-    """Return ``(request_id, prompt, sampling_params)`` for each nonce's embeddings ``[B, seq_len, H]``."""
+def make_requests(tag: str, n: int, seq_len: int, sampling_params: Any, embeddings=None) -> list[tuple[str, dict, Any]]:
+    """Return ``(request_id, prompt, sampling_params)`` for the ``n`` nonces of batch ``tag``.
+
+    The prompt is ``seq_len`` placeholder token ids (the workers write the
+    inputs), or, with ``embeddings`` ``[n, seq_len, H]``, those as ``prompt_embeds``.
+    """
     out = []
-    for i in range(embeddings.shape[0]):
+    tokens = [PLACEHOLDER_TOKEN_ID] * seq_len
+    for i in range(n):
         rid = request_id(tag, i)
-        out.append((rid, {"prompt_embeds": embeddings[i], "cache_salt": rid}, sampling_params))
+        if embeddings is None:
+            prompt = {"prompt_token_ids": tokens, "cache_salt": rid}
+        else:
+            prompt = {"prompt_embeds": embeddings[i], "cache_salt": rid}
+        out.append((rid, prompt, sampling_params))
     return out
 
 
@@ -73,12 +90,17 @@ def _missing_extension(exc: Exception) -> ValueError:
     )
 
 
-class _Batch:
-    """One batch in flight: its tag, nonces and the requests and RPC arguments built from them."""
+#: How a batch's inputs reach the model: written by the workers in the forward, or sent as prompt_embeds.
+INPUT_PATHS = ("engine", "prompt_embeds")
 
-    def __init__(self, finish: FinishRequest, embeddings: torch.Tensor) -> None:
+
+class _Batch:
+    """One batch in flight: its begin and finish calls and the requests built from them."""
+
+    def __init__(self, begin: BeginRequest, finish: FinishRequest, embeddings: Optional[torch.Tensor]) -> None:
+        self.begin = begin
         self.finish = finish
-        self.requests = make_requests(finish.tag, embeddings, poc_sampling_params())
+        self.requests = make_requests(finish.tag, len(finish.nonces), begin.seq_len, poc_sampling_params(), embeddings)
         self.request_ids = request_ids(finish.tag, len(finish.nonces))
 
     def result(self, answers: list) -> PoCBatchResult:
@@ -86,17 +108,24 @@ class _Batch:
 
 
 class _RunnerBase:
-    """What the sync and async runners share: the workers' facts, the argument checks and the embeddings."""
+    """What the sync and async runners share: the workers' facts, the argument checks and the batches."""
 
-    #: the layer hooks set by set_layer_hooks, as (block_hash, normalize), or None
+    #: the layer transform of later distance-scheme batches, as (block_hash, normalize), or None
     _hooks: Optional[tuple] = None
 
     def _setup(self, infos: list, seq_len: int, backend: str, prompt_embeds_enabled: bool) -> None:
-        if not prompt_embeds_enabled:
-            raise ValueError("the engine must be built with enable_prompt_embeds=True to run PoC batches")
         self.seq_len = check_int(seq_len, "seq_len", 1)
         self.backend = check_str(backend, "backend")
         self.worker_info = [WorkerInfo.from_wire(i) for i in infos]
+        first = [i for i in self.worker_info if i.first_pp_rank]
+        if first and all(i.inline_inputs for i in first):
+            self.inputs = "engine"
+        elif prompt_embeds_enabled:
+            self.inputs = "prompt_embeds"
+        else:
+            reasons = sorted({i.inline_reason for i in first if not i.inline_inputs})
+            raise ValueError(f"the engine's workers cannot write PoC inputs in the forward: {'; '.join(reasons)}")
+        self.layers_supported = bool(self.worker_info) and all(i.inline_layers > 0 for i in self.worker_info)
         self.hidden_size = self.worker_info[0].hidden_size
         self.dtype = _DTYPES.get(self.worker_info[0].dtype, torch.float32)
         self.enforce_eager = all(i.enforce_eager for i in self.worker_info)
@@ -117,31 +146,39 @@ class _RunnerBase:
         k = check_int(k, "k", 1)
         if k > self.hidden_size:
             raise ValueError(f"k must lie in [1, hidden size = {self.hidden_size}], got {k}")
-        if scheme == "artifact" and not self.enforce_eager:
-            raise ValueError(
-                "the artifact scheme transforms every decoder layer with Python forward hooks, which need an "
-                "engine built with enforce_eager=True"
-            )
+        layers = (block_hash, False) if scheme == "artifact" else self._hooks
+        if layers is not None and not self.layers_supported:
+            raise ValueError("this engine's workers have no in-graph layer transform (see the workers' log)")
+        nonce_list = nonce_t.tolist()
+        tag = new_tag()
         finish = FinishRequest(
-            new_tag(), block_hash, public_key, nonce_t.tolist(), sign_flips, self.backend, return_hidden, scheme, k
+            tag, block_hash, public_key, nonce_list, sign_flips, self.backend, return_hidden, scheme, k
         )
-        if not len(nonce_t):
+        if not nonce_list:
             return finish, None
-        return finish, _Batch(finish, self.embeddings(block_hash, public_key, nonce_t, seq_len, stronger_rng))
+        layer_hash, normalize = layers if layers is not None else (None, True)
+        begin = BeginRequest(tag, block_hash, public_key, nonce_list, seq_len, stronger_rng, layer_hash, normalize)
+        embeddings = None
+        if self.inputs == "prompt_embeds":
+            embeddings = self.embeddings(block_hash, public_key, nonce_t, seq_len, stronger_rng)
+        return finish, _Batch(begin, finish, embeddings)
 
     def embeddings(
         self, block_hash: str, public_key: str, nonces: torch.Tensor, seq_len: int, stronger_rng: bool = False
     ) -> torch.Tensor:
-        """Return the nonces' input embeddings ``[B, seq_len, H]`` in the model dtype (CPU)."""
+        """Return the nonces' input embeddings ``[B, seq_len, H]`` in the model dtype (CPU; the prompt_embeds path)."""
         from ..api import generate_inputs
 
         return generate_inputs(
             block_hash, public_key, nonces, seq_len, self.hidden_size, dtype=self.dtype, stronger_rng=stronger_rng
         )
 
-    def _batch_hooks(self, finish: FinishRequest) -> Optional[tuple]:
-        """The layer hooks a batch runs under: the artifact scheme's own, else those set by set_layer_hooks."""
-        return (finish.block_hash, False) if finish.scheme == "artifact" else self._hooks
+    def _check_hooks(self, block_hash: str, normalize: bool) -> int:
+        check_str(block_hash, "block_hash")
+        check_bool(normalize, "normalize")
+        if not self.layers_supported:
+            raise ValueError("this engine's workers have no in-graph layer transform (see the workers' log)")
+        return self.worker_info[0].num_layers
 
     def _empty(self, finish: FinishRequest) -> PoCBatchResult:
         if finish.scheme == "artifact":
@@ -155,8 +192,6 @@ class PoCRunner(_RunnerBase):
     def __init__(self, llm: Any, *, seq_len: int = 256, backend: str = "auto") -> None:
         self.llm = llm
         enabled = bool(getattr(llm.llm_engine.model_config, "enable_prompt_embeds", False))
-        if not enabled:
-            self._setup([], seq_len, backend, enabled)
         try:
             infos = llm.collective_rpc(RPC_INSTALL)
         except Exception as exc:  # the engine reports a missing method with its own error type
@@ -180,32 +215,17 @@ class PoCRunner(_RunnerBase):
         """Return the distances (or, with ``scheme="artifact"``, the artifacts) of ``nonces``, one request per nonce.
 
         The artifact scheme (SPEC-ARTIFACTS.md) runs with the layer transform of
-        its §3 in every decoder layer, installed for the batch and removed after
-        it; ``stronger_rng`` selects its §2 inputs.
+        its §3 in every decoder layer, for this batch's rows only;
+        ``stronger_rng`` selects its §2 inputs. Distance-scheme batches run with
+        the layer transform set by :meth:`set_layer_hooks`, if any.
         """
         finish, batch = self._batch(
             block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng
         )
         if batch is None:
             return self._empty(finish)
-        hooks = self._batch_hooks(finish)
-        if hooks != self._hooks:
-            self._install(hooks)
-        try:
-            return self._run(batch, progress)
-        finally:
-            if hooks != self._hooks:
-                self._install(self._hooks)
-
-    def _install(self, hooks: Optional[tuple]) -> None:
-        if hooks is None:
-            self.llm.collective_rpc(RPC_CLEAR_LAYER_HOOKS)
-        else:
-            self.llm.collective_rpc(RPC_SET_LAYER_HOOKS, args=hooks)
-
-    def _run(self, batch: _Batch, progress: Optional[Callable[[int], None]]) -> PoCBatchResult:
         engine = self.llm.llm_engine
-        self.llm.collective_rpc(RPC_BEGIN, args=(batch.finish.tag,))
+        self.llm.collective_rpc(RPC_BEGIN, args=(batch.begin.to_wire(),))
         try:
             for rid, prompt, params in batch.requests:
                 engine.add_request(rid, prompt, params)
@@ -224,17 +244,22 @@ class PoCRunner(_RunnerBase):
         return batch.result(answers)
 
     def set_layer_hooks(self, block_hash: str, normalize: bool = True) -> int:
-        """Install the layer hooks of ``block_hash`` (SPEC §7) on every worker; return the layers hooked per worker."""
-        check_str(block_hash, "block_hash")
-        check_bool(normalize, "normalize")
-        count = self.llm.collective_rpc(RPC_SET_LAYER_HOOKS, args=(block_hash, normalize))[0]
+        """Run later distance-scheme batches with the layer transform of ``block_hash`` (SPEC §7 with ``normalize``).
+
+        The transform runs inside the forward on those batches' rows only; other
+        requests are untouched. Returns the decoder layers it applies to per worker.
+        """
+        layers = self._check_hooks(block_hash, normalize)
         self._hooks = (block_hash, normalize)
-        return count
+        return layers
 
     def clear_layer_hooks(self) -> None:
-        """Remove the layer hooks from every worker."""
-        self.llm.collective_rpc(RPC_CLEAR_LAYER_HOOKS)
+        """Run later distance-scheme batches without a layer transform."""
         self._hooks = None
+
+    def stats(self) -> list:
+        """Return every worker's PoC counters (``PoCWorkerExtension.poc_stats``)."""
+        return self.llm.collective_rpc(RPC_STATS)
 
 
 class AsyncPoCRunner(_RunnerBase):
@@ -250,8 +275,6 @@ class AsyncPoCRunner(_RunnerBase):
     async def create(cls, engine_client: Any, *, seq_len: int = 256, backend: str = "auto") -> AsyncPoCRunner:
         runner = cls(engine_client)
         enabled = bool(getattr(engine_client.model_config, "enable_prompt_embeds", False))
-        if not enabled:
-            runner._setup([], seq_len, backend, enabled)
         try:
             infos = await engine_client.collective_rpc(RPC_INSTALL)
         except Exception as exc:
@@ -274,9 +297,7 @@ class AsyncPoCRunner(_RunnerBase):
     ) -> PoCBatchResult:
         """Return the distances or artifacts of ``nonces`` (one engine request per nonce, all in flight together).
 
-        As :meth:`PoCRunner.run`. The artifact scheme's layer hooks transform
-        every request the engine runs meanwhile: a server closes inference
-        around such batches.
+        As :meth:`PoCRunner.run`; other requests of the engine run in the same steps, untouched.
         """
         import asyncio
 
@@ -285,25 +306,7 @@ class AsyncPoCRunner(_RunnerBase):
         )
         if batch is None:
             return self._empty(finish)
-        hooks = self._batch_hooks(finish)
-        if hooks != self._hooks:
-            await self._install(hooks)
-        try:
-            return await self._run(batch)
-        finally:
-            if hooks != self._hooks:
-                await self._install(self._hooks)
-
-    async def _install(self, hooks: Optional[tuple]) -> None:
-        if hooks is None:
-            await self.engine.collective_rpc(RPC_CLEAR_LAYER_HOOKS)
-        else:
-            await self.engine.collective_rpc(RPC_SET_LAYER_HOOKS, args=hooks)
-
-    async def _run(self, batch: _Batch) -> PoCBatchResult:
-        import asyncio
-
-        await self.engine.collective_rpc(RPC_BEGIN, args=(batch.finish.tag,))
+        await self.engine.collective_rpc(RPC_BEGIN, args=(batch.begin.to_wire(),))
 
         async def drain(rid, prompt, params):
             async for _ in self.engine.generate(prompt, params, rid):
@@ -319,14 +322,15 @@ class AsyncPoCRunner(_RunnerBase):
         return batch.result(answers)
 
     async def set_layer_hooks(self, block_hash: str, normalize: bool = True) -> int:
-        """Install the layer hooks of ``block_hash`` on every worker; return the layers hooked per worker."""
-        check_str(block_hash, "block_hash")
-        check_bool(normalize, "normalize")
-        count = (await self.engine.collective_rpc(RPC_SET_LAYER_HOOKS, args=(block_hash, normalize)))[0]
+        """Run later distance-scheme batches with the layer transform of ``block_hash`` (see ``PoCRunner``)."""
+        layers = self._check_hooks(block_hash, normalize)
         self._hooks = (block_hash, normalize)
-        return count
+        return layers
 
     async def clear_layer_hooks(self) -> None:
-        """Remove the layer hooks from every worker."""
-        await self.engine.collective_rpc(RPC_CLEAR_LAYER_HOOKS)
+        """Run later distance-scheme batches without a layer transform."""
         self._hooks = None
+
+    async def stats(self) -> list:
+        """Return every worker's PoC counters."""
+        return await self.engine.collective_rpc(RPC_STATS)

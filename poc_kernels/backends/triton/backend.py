@@ -13,7 +13,7 @@ import torch
 
 from ... import _custom_ops
 from ..._cache import LRUCache
-from ..._checks import ArtifactArgs, DistanceArgs, InputArgs
+from ..._checks import ArtifactArgs, DistanceArgs, InputArgs, TokenInputArgs, TokenLayerArgs
 from ...seeds import derive_artifact_seeds, derive_nonce_seeds, lm_head_seed, stronger_input_seeds
 from ...vectors import target
 from . import custom_ops  # noqa: F401  (registers torch.ops.poc_kernels.triton_*)
@@ -153,3 +153,30 @@ def layer_transform_(x: torch.Tensor, v: torch.Tensor, normalize: bool = True) -
     config_for(x.device)
     torch.ops.poc_kernels.triton_layer_hook_(rows, v.to(x.dtype).contiguous(), normalize)
     return x
+
+
+def write_token_inputs_(args: TokenInputArgs) -> torch.Tensor:
+    """Write the input rows of the PoC tokens into ``args.out`` in one launch; return it.
+
+    Every index is read on the device and the checks were on metadata only, so
+    the call never synchronizes and can be captured in a CUDA graph (the
+    tables' contents may change between replays). A token whose request row
+    or position lies outside the tables is left untouched.
+    """
+    config_for(args.out.device)
+    torch.ops.poc_kernels.triton_write_token_inputs_(
+        args.out, args.tok_req, args.tok_pos, args.req_seeds, args.req_seq_len, args.req_segments
+    )
+    return args.out
+
+
+def token_layer_transform_(args: TokenLayerArgs) -> None:
+    """Apply the layer transform to the PoC tokens' rows of ``args.x`` and ``args.y`` in one launch.
+
+    As :func:`write_token_inputs_`: no synchronization, CUDA-graph safe; a code naming no slot of
+    ``args.vectors`` transforms nothing.
+    """
+    config_for(args.x.device)
+    torch.ops.poc_kernels.triton_token_layer_transform_(
+        args.x, args.y, args.tok_req, args.req_layer, args.vectors, args.layer
+    )

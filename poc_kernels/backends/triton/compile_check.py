@@ -181,6 +181,54 @@ def shipped_variants(cfg: Config) -> list[Variant]:
     for dname, ptr in DTYPES.items():
         out.append(
             Variant(
+                "_token_inputs_kernel",
+                cfg.name,
+                f"out={dname} block={cfg.token_block}",
+                {
+                    "out_ptr": ptr,
+                    "tok_req_ptr": "*i32",
+                    "tok_pos_ptr": "*i32",
+                    "seed_ptr": "*i64",
+                    "seq_len_ptr": "*i32",
+                    "segments_ptr": "*i32",
+                    "R": "i32",
+                    "G": "i32",
+                    "H": "i32",
+                    "stride_t": "i64",
+                    "stride_r": "i32",
+                    "BLOCK": "constexpr",
+                },
+                {"BLOCK": cfg.token_block},
+                {"num_warps": cfg.token_warps, "enable_fp_fusion": True},
+            )
+        )
+        out.append(
+            Variant(
+                "_token_layer_kernel",
+                cfg.name,
+                f"x={dname} block={cfg.hook_block}",
+                {
+                    "x_ptr": ptr,
+                    "y_ptr": ptr,
+                    "tok_req_ptr": "*i32",
+                    "req_layer_ptr": "*i32",
+                    "v_ptr": ptr,
+                    "H": "i32",
+                    "R": "i32",
+                    "S": "i32",
+                    "stride_x": "i64",
+                    "stride_y": "i64",
+                    "stride_v": "i64",
+                    "eps": "fp32",
+                    "BLOCK_H": "constexpr",
+                },
+                {"BLOCK_H": cfg.hook_block},
+                {"num_warps": cfg.hook_warps, "enable_fp_fusion": False},
+            )
+        )
+    for dname, ptr in DTYPES.items():
+        out.append(
+            Variant(
                 "_artifact_kernel",
                 cfg.name,
                 f"h={dname} k={ARTIFACT_K} block={cfg.artifact_block}",

@@ -39,9 +39,12 @@ class Config:
     # _normal_rows_kernel: pairs per program, warps
     rows_block: int
     rows_warps: int
-    # _layer_hook_kernel: hidden chunk, warps
+    # _layer_hook_kernel and _token_layer_kernel: hidden chunk, warps
     hook_block: int
     hook_warps: int
+    # _token_inputs_kernel: elements of a token row per program, warps
+    token_block: int
+    token_warps: int
     # _artifact_kernel: hidden chunk (at most), warps
     artifact_block: int
     artifact_warps: int
@@ -66,6 +69,8 @@ CUDA_SM80 = Config(
     rows_warps=4,
     hook_block=1024,
     hook_warps=4,
+    token_block=1024,
+    token_warps=4,
     artifact_block=1024,
     artifact_warps=4,
 )
@@ -87,6 +92,8 @@ INTERPRETER = Config(
     rows_warps=1,
     hook_block=8192,
     hook_warps=1,
+    token_block=4096,
+    token_warps=1,
     artifact_block=8192,
     artifact_warps=1,
 )

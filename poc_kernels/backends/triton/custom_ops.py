@@ -82,3 +82,39 @@ def triton_layer_hook_(x: torch.Tensor, v: torch.Tensor, normalize: bool) -> Non
 @triton_layer_hook_.register_fake
 def _(x, v, normalize):
     return None
+
+
+@torch.library.custom_op("poc_kernels::triton_write_token_inputs_", mutates_args=("out",))
+def triton_write_token_inputs_(
+    out: torch.Tensor,
+    tok_req: torch.Tensor,
+    tok_pos: torch.Tensor,
+    req_seeds: torch.Tensor,
+    req_seq_len: torch.Tensor,
+    req_segments: torch.Tensor,
+) -> None:
+    """Write the input rows of the PoC tokens of ``out`` ``[T, H]`` (``tok_req[t] >= 0``) in place."""
+    _inputs.token_inputs_(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments)
+
+
+@triton_write_token_inputs_.register_fake
+def _(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments):
+    return None
+
+
+@torch.library.custom_op("poc_kernels::triton_token_layer_transform_", mutates_args=("x", "y"))
+def triton_token_layer_transform_(
+    x: torch.Tensor,
+    y: Optional[torch.Tensor],
+    tok_req: torch.Tensor,
+    req_layer: torch.Tensor,
+    vectors: torch.Tensor,
+    layer: int,
+) -> None:
+    """Apply the layer transform to the rows of ``x`` (and ``y``) ``[T, H]`` whose request has a layer code."""
+    _layer_hook.token_layer_hook_(x, y, tok_req, req_layer, vectors, layer)
+
+
+@triton_token_layer_transform_.register_fake
+def _(x, y, tok_req, req_layer, vectors, layer):
+    return None

@@ -9,6 +9,14 @@ the output dtype once (round to nearest even):
 
 Each program produces a block of Box-Muller pairs ``j`` and writes both halves,
 ``N[j]`` (cosine) and ``N[p + j]`` (sine), ``p = ceil(n / 2)``.
+
+``token_inputs_`` writes the same values for the PoC tokens of an engine's
+flat batch ``[T, H]``: row ``t`` of request ``r`` at position ``pos`` gets
+``N[pos * H : pos * H + H]`` of that request's stream (of its segments, for
+the stronger inputs). Element ``i`` of a stream of length ``n`` is the cosine
+half of pair ``i`` when ``i < p``, else the sine half of pair ``i - p``, so a
+row may straddle that boundary (and segment boundaries); each element is
+computed on its own, with the same device function and rounding as above.
 """
 
 from __future__ import annotations
@@ -54,6 +62,48 @@ def _normal_rows_kernel(
     dtype = out_ptr.dtype.element_ty
     tl.store(pa, cast_out(c * scale, dtype), mask=j < p)
     tl.store(pb, cast_out(s * scale, dtype), mask=(j < p) & (p + j < seg_len))
+
+
+@triton.jit
+def _token_inputs_kernel(
+    out_ptr,
+    tok_req_ptr,
+    tok_pos_ptr,
+    seed_ptr,
+    seq_len_ptr,
+    segments_ptr,
+    R,
+    G,
+    H,
+    stride_t,
+    stride_r,
+    BLOCK: tl.constexpr,
+):
+    # Program (t, block): elements h of row t of out, when token t belongs to request r >= 0: element
+    # i = pos * H + h of the request's input values, i.e. element i - g*L of its segment g (L = ceil(n / segments)).
+    t = tl.program_id(0).to(tl.int64)
+    r = tl.load(tok_req_ptr + t).to(tl.int64)
+    if (r < 0) | (r >= R):  # a token of no PoC request (or of no row of the tables): untouched
+        return
+    n = tl.load(seq_len_ptr + r).to(tl.int64) * H
+    segments = tl.load(segments_ptr + r).to(tl.int64)
+    if (n < 1) | (segments < 1) | (segments > G):
+        return
+    seg = (n + segments - 1) // segments
+    h = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    i = tl.load(tok_pos_ptr + t).to(tl.int64) * H + h
+    # a position outside [0, seq_len) leaves the row untouched
+    m = (h < H) & (i >= 0) & (i < n)
+    g = i // seg
+    off = g * seg
+    seg_len = tl.minimum(seg, n - off)
+    p = (seg_len + 1) // 2
+    k = i - off
+    cos_half = k < p
+    j = tl.where(cos_half, k, k - p)
+    seed = tl.load(seed_ptr + r * stride_r + g, mask=m, other=0).to(tl.uint32)
+    c, s = normal_pair(seed, j.to(tl.uint32), p.to(tl.uint32))
+    tl.store(out_ptr + t * stride_t + h, cast_out(tl.where(cos_half, c, s), out_ptr.dtype.element_ty), mask=m)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -107,3 +157,40 @@ def lm_head(seed: int, output_dim: int, hidden_size: int, device: torch.device) 
     w = torch.empty(1, output_dim, hidden_size, dtype=torch.float32, device=device)
     normal_rows(torch.tensor([seed], dtype=torch.int64, device=device), w, LM_HEAD_SCALE)
     return w[0]
+
+
+def token_inputs_(
+    out: torch.Tensor,
+    tok_req: torch.Tensor,
+    tok_pos: torch.Tensor,
+    req_seeds: torch.Tensor,
+    req_seq_len: torch.Tensor,
+    req_segments: torch.Tensor,
+) -> torch.Tensor:
+    """Write the input rows of the PoC tokens into ``out`` ``[T, H]`` (rows contiguous) in one launch; return ``out``.
+
+    Token ``t`` with ``r = tok_req[t] >= 0`` gets row ``tok_pos[t]`` of the input embeddings of the nonce whose
+    seeds are ``req_seeds[r]`` (``[R, G]``: column 0 alone when ``req_segments[r] == 1``, one per segment
+    otherwise), of length ``req_seq_len[r]``. Index tensors contiguous, on out's device; nothing is read on the host.
+    """
+    t, h = out.shape
+    if t == 0 or h == 0:
+        return out
+    cfg = config_for(out.device)
+    _token_inputs_kernel[(t, triton.cdiv(h, cfg.token_block))](
+        out,
+        tok_req,
+        tok_pos,
+        req_seeds,
+        req_seq_len,
+        req_segments,
+        req_seeds.shape[0],
+        req_seeds.shape[1],
+        h,
+        out.stride(0),
+        req_seeds.stride(0),
+        BLOCK=cfg.token_block,
+        num_warps=cfg.token_warps,
+        enable_fp_fusion=True,
+    )
+    return out

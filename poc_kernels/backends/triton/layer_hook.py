@@ -16,9 +16,18 @@ from torch's (a fixed chunk order here); FMA contraction is off, because the
 eager ops round every product. The original code needs about 18 launches per
 layer for this. The launch takes only device tensors and plain numbers and
 never synchronizes, so it can be captured in a CUDA graph.
+
+``token_layer_hook_`` is the same transform for the PoC tokens of an engine's
+flat batch: row ``t`` of ``x`` (and of the residual ``y``) is transformed when
+its request ``r = tok_req[t] >= 0`` has a layer code ``c = req_layer[r] >= 0``,
+with the vector ``vectors[c >> 1, layer]`` and ``normalize = c & 1`` read per
+row on the device; every other row is left as it is. One launch covers x and
+y, with the rounding sequence above.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import triton
@@ -73,6 +82,65 @@ def _layer_hook_kernel(x_ptr, v_ptr, H, stride_t, eps, NORMALIZE: tl.constexpr, 
         tl.store(row + k, cast_out(y - rounded(two_dot * v, dtype), dtype), mask=m)
 
 
+@triton.jit
+def _token_layer_kernel(
+    x_ptr,
+    y_ptr,
+    tok_req_ptr,
+    req_layer_ptr,
+    v_ptr,
+    H,
+    R,
+    S,
+    stride_x,
+    stride_y,
+    stride_v,
+    eps,
+    BLOCK_H: tl.constexpr,
+):
+    # Program (t, which): row t of x (which = 0) or of y (which = 1), when token t's request has a layer code.
+    t = tl.program_id(0).to(tl.int64)
+    r = tl.load(tok_req_ptr + t).to(tl.int64)
+    if (r < 0) | (r >= R):  # a token of no PoC request: untouched
+        return
+    code = tl.load(req_layer_ptr + r)
+    slot = (code >> 1).to(tl.int64)
+    if (code < 0) | (slot >= S):  # no transform for this request
+        return
+    normalize = (code & 1) != 0
+    if tl.program_id(1) == 0:
+        row = x_ptr + t * stride_x
+    else:
+        row = y_ptr + t * stride_y
+    vrow = v_ptr + slot * stride_v
+    dtype = x_ptr.dtype.element_ty
+    offs = tl.arange(0, BLOCK_H)
+    # _layer_hook_kernel's sequence with normalize a runtime value: the norm only where it is used
+    ss = tl.zeros((), dtype=tl.float32)
+    if normalize:
+        for h0 in range(0, H, BLOCK_H):
+            k = h0 + offs
+            x = tl.load(row + k, mask=k < H, other=0.0).to(tl.float32)
+            ss += tl.sum(x * x, axis=0)
+    den = tl.where(normalize, rounded(rounded(tl.sqrt_rn(ss), dtype) + eps, dtype), 1.0)
+    dot = tl.zeros((), dtype=tl.float32)
+    for h0 in range(0, H, BLOCK_H):
+        k = h0 + offs
+        m = k < H
+        y = tl.load(row + k, mask=m, other=0.0).to(tl.float32)
+        y = tl.where(normalize, rounded(tl.div_rn(y, den), dtype), y)
+        v = tl.load(vrow + k, mask=m, other=0.0).to(tl.float32)
+        dot += tl.sum(rounded(y * v, dtype), axis=0)
+    two_dot = 2.0 * rounded(dot, dtype)
+    for h0 in range(0, H, BLOCK_H):
+        k = h0 + offs
+        m = k < H
+        y = tl.load(row + k, mask=m, other=0.0).to(tl.float32)
+        y = tl.where(normalize, rounded(tl.div_rn(y, den), dtype), y)
+        v = tl.load(vrow + k, mask=m, other=0.0).to(tl.float32)
+        tl.store(row + k, cast_out(y - rounded(two_dot * v, dtype), dtype), mask=m)
+
+
 def layer_hook_(x: torch.Tensor, v: torch.Tensor, normalize: bool = True, eps: float = LAYER_HOOK_EPS) -> torch.Tensor:
     """Apply the layer transform to ``x`` ``[T, H]`` in place (rows contiguous, ``v`` in x's dtype); return ``x``."""
     t, h = x.shape
@@ -91,3 +159,41 @@ def layer_hook_(x: torch.Tensor, v: torch.Tensor, normalize: bool = True, eps: f
         enable_fp_fusion=False,
     )
     return x
+
+
+def token_layer_hook_(
+    x: torch.Tensor,
+    y: Optional[torch.Tensor],
+    tok_req: torch.Tensor,
+    req_layer: torch.Tensor,
+    vectors: torch.Tensor,
+    layer: int,
+    eps: float = LAYER_HOOK_EPS,
+) -> None:
+    """Transform the rows of ``x`` ``[T, H]`` (and of ``y``) whose request has a layer code, in place, one launch.
+
+    ``vectors`` ``[S, L, H]`` in x's dtype; ``tok_req`` int32 ``[>= T]``, ``req_layer`` int32 ``[R]``, contiguous,
+    on x's device. Nothing is read on the host.
+    """
+    t, h = x.shape
+    if t == 0:
+        return
+    cfg = config_for(x.device)
+    v = vectors.select(1, layer)
+    _token_layer_kernel[(t, 1 if y is None else 2)](
+        x,
+        x if y is None else y,
+        tok_req,
+        req_layer,
+        v,
+        h,
+        req_layer.shape[0],
+        v.shape[0],
+        x.stride(0),
+        x.stride(0) if y is None else y.stride(0),
+        v.stride(0),
+        eps,
+        BLOCK_H=cfg.hook_block,
+        num_warps=cfg.hook_warps,
+        enable_fp_fusion=False,
+    )
