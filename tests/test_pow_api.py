@@ -102,7 +102,12 @@ def stop_server(proc) -> None:
 def server_env() -> dict:
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)
-    env.update(VLLM_PLUGINS="poc_kernels", POC_CALLBACK_BACKOFF_S="0.5", POC_CALLBACK_ATTEMPTS="5")
+    env.update(
+        VLLM_PLUGINS="poc_kernels",
+        POC_CALLBACK_BACKOFF_S="0.5",
+        POC_CALLBACK_ATTEMPTS="5",
+        POC_MAX_BATCH_TOKENS="65536",  # a budget the tests can exceed within max_model_len
+    )
     return env
 
 
@@ -291,11 +296,15 @@ def test_callback_failure_is_reported(served):
         )
         assert v.status_code == 200, v.text
         assert max(abs(a - b) for a, b in zip(v.json()["dist"], d)) < 1e-5
-        cb = wait_for(
-            lambda: (c := client.get(f"{base}{POW}/status").json()["callbacks"])["failed"] >= 1 and c, timeout=60
-        )
-        assert cb["failures"][-1]["attempts"] == 5 and "127.0.0.1" in cb["failures"][-1]["url"]
-        assert cb["failures"][-1]["error"]
+        target = f"http://127.0.0.1:{dead}/validated"
+
+        def ours():
+            failures = client.get(f"{base}{POW}/status").json()["callbacks"]["failures"]
+            return [f for f in failures if f["url"] == target]
+
+        failure = wait_for(ours, timeout=60)[-1]
+        assert failure["attempts"] == 5
+        assert target in failure["error"]  # the error names the URL
         client.post(f"{base}{POW}/stop")
 
 
@@ -311,6 +320,7 @@ BAD_REQUESTS = [
     ("post", "/init", round_body(callback_url="not a url"), 422, "callback_url"),
     ("post", "/init", round_body(surprise=1), 422, "surprise"),
     ("post", "/init", round_body(seq_len=10_000), 400, "max_model_len"),
+    ("post", "/init", round_body(batch_size=4096, seq_len=200), 400, "POC_MAX_BATCH_TOKENS"),
     ("post", "/init", round_body(use_layer_hooks=True, seq_len=0), 422, "seq_len"),
     ("post", "/init/generate", round_body(node_id=None, node_count=None), 422, "node_id"),
     ("post", "/validate", {"public_key": "p"}, 422, "block_hash"),
@@ -373,6 +383,160 @@ def test_bad_requests_get_clear_4xx(served):
         assert chat(client, base, model).status_code == 200
 
 
+# ---------------------------------------------------------------------- faults and hostile input
+
+
+def _state(client, base):
+    return client.get(f"{base}{POW}/status").json()
+
+
+def test_gate_covers_every_inference_route(served):
+    """While GENERATING every route that runs the model answers 503, whatever its path; polling routes stay open."""
+    import httpx
+
+    base, model, _ = served
+    chat_body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3}
+    with httpx.Client(timeout=120) as client:
+        assert client.post(f"{base}{POW}/init/generate", json=round_body()).status_code == 200
+        try:
+            for path, body in (
+                ("/v1/chat/completions", chat_body),
+                ("/v1/completions", {"model": model, "prompt": "Hi", "max_tokens": 2}),
+                ("/invocations", chat_body),
+                ("/generative_scoring", {"model": model}),
+                ("/some/route/a/later/vllm/adds", {}),
+            ):
+                r = client.post(f"{base}{path}", json=body)
+                assert r.status_code == 503 and "PoC generation" in r.json()["detail"], (path, r.text)
+            assert client.get(f"{base}/v1/models").status_code == 200
+            assert client.get(f"{base}/health").status_code == 200
+            assert client.get(f"{base}/metrics").status_code == 200
+            assert client.post(f"{base}/tokenize", json={"model": model, "prompt": "Hello"}).status_code == 200
+        finally:
+            assert client.post(f"{base}{POW}/stop").status_code == 200
+        r = client.post(f"{base}/invocations", json=chat_body)
+        assert r.status_code == 200, r.text
+
+
+def test_validate_is_capped_and_stop_cancels_it(served):
+    """/validate takes at most POC_MAX_VALIDATE_NONCES nonces; /stop cancels a running one, which is never counted."""
+    import httpx
+
+    from poc_kernels.vllm.server import MAX_VALIDATE_NONCES
+
+    base, _, _ = served
+    with httpx.Client(timeout=120) as client:
+        assert client.post(f"{base}{POW}/init/validate", json=round_body(batch_size=2)).status_code == 200
+        big = dict(public_key="p", block_hash="blk", block_height=7, node_id=0)
+        n = MAX_VALIDATE_NONCES + 1
+        r = client.post(f"{base}{POW}/validate", json=dict(big, nonces=list(range(n)), dist=[1.4] * n))
+        assert r.status_code == 413 and str(MAX_VALIDATE_NONCES) in r.json()["detail"]
+        answers = []
+        long = dict(big, nonces=list(range(600)), dist=[1.4] * 600)
+        worker = threading.Thread(target=lambda: answers.append(client.post(f"{base}{POW}/validate", json=long)))
+        worker.start()
+        wait_for(lambda: _state(client, base)["validations_running"] == 1, timeout=30, step=0.1)
+        t0 = time.time()
+        assert client.post(f"{base}{POW}/stop").status_code == 200
+        worker.join(timeout=60)
+        assert answers and answers[0].status_code == 409 and "round ended" in answers[0].json()["detail"]
+        assert time.time() - t0 < 10
+        status = _state(client, base)
+        assert status["validations_running"] == 0 and status["state"] == "STOPPED"
+        # the next round starts clean and its engine is free at once
+        assert client.post(f"{base}{POW}/init/validate", json=round_body()).status_code == 200
+        r = client.post(f"{base}{POW}/validate", json=dict(big, nonces=[1, 2], dist=[1.4, 1.4]), timeout=30)
+        assert r.status_code == 200 and _state(client, base)["validated_batches"] == 1
+        assert client.post(f"{base}{POW}/stop").status_code == 200
+
+
+def test_validate_is_cancelled_when_the_client_leaves(served):
+    import httpx
+
+    base, _, _ = served
+    with httpx.Client(timeout=120) as client:
+        assert client.post(f"{base}{POW}/init/validate", json=round_body(batch_size=2)).status_code == 200
+        long = dict(public_key="p", block_hash="blk", block_height=7, node_id=0, nonces=list(range(600)))
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(f"{base}{POW}/validate", json=dict(long, dist=[1.4] * 600), timeout=2.0)
+        wait_for(lambda: _state(client, base)["validations_running"] == 0, timeout=15, step=0.2)
+        assert _state(client, base)["validated_batches"] == 0
+        assert client.post(f"{base}{POW}/stop").status_code == 200
+
+
+def test_concurrent_init_generate_each_answers_its_own_round(served):
+    import httpx
+
+    base, _, _ = served
+    answers: dict = {}
+
+    def call(i):
+        with httpx.Client(timeout=120) as c:
+            answers[i] = c.post(f"{base}{POW}/init/generate", json=round_body(block_hash=f"race{i}"))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(answers) == list(range(6))
+    for i, r in answers.items():
+        assert r.status_code == 200, r.text
+        status = r.json()["pow_status"]
+        assert status["block_hash"] == f"race{i}" and status["state"] == "GENERATING", (i, status)
+    with httpx.Client(timeout=120) as client:
+        assert client.post(f"{base}{POW}/stop").status_code == 200
+
+
+def test_exhausted_nonces_leave_generating(served):
+    import httpx
+
+    base, model, _ = served
+    with httpx.Client(timeout=120) as client:
+        r = client.post(f"{base}{POW}/init/generate", json=round_body(node_id=2**32 - 3, node_count=2**40))
+        assert r.status_code == 422 and "node_count" in r.text
+        r = client.post(f"{base}{POW}/init/generate", json=round_body(node_id=2**32 - 3, node_count=2**32))
+        assert r.status_code == 200
+        status = wait_for(lambda: (s := _state(client, base))["state"] == "IDLE" and s, timeout=60, step=0.2)
+        assert "exhausted" in status["error"] and status["total_checked"] == 1
+        assert chat(client, base, model).status_code == 200  # inference reopened
+        assert client.post(f"{base}{POW}/stop").status_code == 200
+
+
+def test_callback_url_keeps_its_query(served):
+    import httpx
+
+    base, _, _ = served
+    receiver = Receiver(free_port())
+    receiver.start()
+    try:
+        url = f"http://127.0.0.1:{receiver.port}/cb?token=abc"
+        with httpx.Client(timeout=120) as client:
+            body = round_body(callback_url=url, r_target=2.0)
+            assert client.post(f"{base}{POW}/init/generate", json=body).status_code == 200
+            wait_for(lambda: receiver.posts, timeout=60, step=0.2)
+            assert client.post(f"{base}{POW}/stop").status_code == 200
+        assert receiver.posts[0][0] == "/cb/generated?token=abc"
+    finally:
+        receiver.stop()
+
+
+def test_bounds_and_messages_of_round_bodies(served):
+    import httpx
+
+    base, _, _ = served
+    with httpx.Client(timeout=60) as client:
+        for value in ("NaN", "Infinity"):
+            raw = json.dumps(round_body()).replace('"r_target": 1.42', f'"r_target": {value}')
+            r = client.post(f"{base}{POW}/init", content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 422 and "finite" in r.text, r.text
+        r = client.post(f"{base}{POW}/init", json=round_body(block_height=2**63))
+        assert r.status_code == 422 and "block_height" in r.text
+        raw = json.dumps(round_body())[:-1] + ', "seq_len": 8}'
+        r = client.post(f"{base}{POW}/init", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "duplicate key" in r.text and "seq_len" in r.text
+
+
 def test_standalone_node_server(tiny_qwen3, tmp_path):
     """`python -m poc_kernels.vllm.server`: the PoC API alone, no OpenAI routes."""
     import httpx
@@ -409,5 +573,81 @@ def test_standalone_node_server(tiny_qwen3, tmp_path):
             assert max(abs(a - b) for a, b in zip(v.json()["dist"], d)) < 1e-5
             assert v.json()["fraud_detected"] is False
             assert client.post(f"{base}/v1/chat/completions", json={}).status_code == 404
+            _check_status_cursor_and_resumed_generation(client, base)
+            _check_sigterm_during_validation(client, base, proc)
+    finally:
+        stop_server(proc)
+
+
+def _check_status_cursor_and_resumed_generation(client, base):
+    """/status?since=N pages the valid nonces; a batch cut by /phase/validate is computed when generation resumes."""
+    body = round_body(r_target=2.0, node_id=1, node_count=3, batch_size=4)  # every nonce is valid
+    assert client.post(f"{base}{POW}/init/generate", json=body).status_code == 200
+    wait_for(lambda: _state(client, base)["total_checked"] >= 8, timeout=60, step=0.05)
+    assert client.post(f"{base}{POW}/phase/validate").status_code == 200
+    assert client.post(f"{base}{POW}/phase/generate").status_code == 200
+    wait_for(lambda: _state(client, base)["total_checked"] >= 24, timeout=60, step=0.05)
+    assert client.post(f"{base}{POW}/stop").status_code == 200
+    full = _state(client, base)
+    n = full["total_checked"]
+    assert full["valid_nonces"] == [1 + 3 * k for k in range(n)]  # no gap, no repeat
+    assert full["valid_since"] == 0 and full["valid_next"] == n
+    page = client.get(f"{base}{POW}/status", params={"since": 5}).json()
+    assert page["valid_nonces"] == full["valid_nonces"][5:] and page["valid_next"] == n
+    assert page["valid_distances"] == full["valid_distances"][5:]
+    assert client.get(f"{base}{POW}/status", params={"since": n}).json()["valid_nonces"] == []
+    r = client.get(f"{base}{POW}/status", params={"since": "-1"})
+    assert r.status_code == 422 and "since" in r.text
+
+
+def _check_sigterm_during_validation(client, base, proc):
+    """SIGTERM while a long validation runs: the node exits within seconds and leaves no engine process behind."""
+    import httpx
+    import psutil
+
+    assert client.post(f"{base}{POW}/init/validate", json=round_body(batch_size=2)).status_code == 200
+    long = dict(public_key="p", block_hash="blk", block_height=7, node_id=0, nonces=list(range(600)))
+
+    def post():
+        try:
+            client.post(f"{base}{POW}/validate", json=dict(long, dist=[1.4] * 600))
+        except httpx.HTTPError:
+            pass
+
+    worker = threading.Thread(target=post, daemon=True)
+    worker.start()
+    wait_for(lambda: _state(client, base)["validations_running"] == 1, timeout=30, step=0.1)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children  # the engine core (and its worker)
+    t0 = time.time()
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert time.time() - t0 < 30
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, [p.pid for p in alive]
+
+
+def test_standalone_node_needs_a_model_and_exits_when_its_engine_dies(tiny_qwen3, tmp_path):
+    import psutil
+
+    env = server_env()
+    r = subprocess.run(
+        [sys.executable, "-m", "poc_kernels.vllm.server", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "--model is required" in r.stderr
+    path, _ = tiny_qwen3
+    port = free_port()
+    cmd = [sys.executable, "-m", "poc_kernels.vllm.server", "--model", str(path), "--port", str(port), *ENGINE_ARGS]
+    proc = start_server(cmd, port, env, tmp_path / "server.log")
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        engine = [c for c in children if "EngineCore" in " ".join(c.cmdline()) or "EngineCore" in c.name()]
+        victim = engine[0] if engine else children[0]
+        victim.kill()  # the engine dies under the node
+        assert proc.wait(timeout=60) != 0
     finally:
         stop_server(proc)

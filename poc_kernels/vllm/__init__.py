@@ -1,8 +1,10 @@
 """vLLM integration of PoC v2: run PoC batches on the model a node already serves.
 
 - :class:`PoCWorkerExtension` (``worker_extension_cls="poc_kernels.vllm.PoCWorkerExtension"``):
-  the worker side, records the final-norm hidden states of PoC requests and
-  computes their distances on the worker's device; installs the layer hooks.
+  the worker side; when the worker loads its model, :mod:`.inline` adds the
+  in-graph ops that write PoC rows' inputs and layer transforms; the extension
+  records the final-norm hidden states of PoC requests and computes their
+  distances or artifacts on the worker's device.
 - :class:`PoCRunner` / :class:`AsyncPoCRunner`: the driver side, for an
   offline ``vllm.LLM`` or an ``AsyncLLM``;
 - :mod:`.protocol`: what the two sides exchange (RPC names, request ids, wire forms);

@@ -30,7 +30,16 @@ from ..validation import ProofBatch, ValidatedBatch
 
 logger = logging.getLogger("poc_kernels.vllm")
 
-__all__ = ["CallbackSender", "PoCManager", "PoCState", "RoundConfig", "TransitionError"]
+__all__ = ["CallbackSender", "PoCManager", "PoCState", "RoundConfig", "TransitionError", "ValidationCancelled"]
+
+#: The largest block height accepted (int64 clients read it back).
+INT64_MAX = 2**63 - 1
+#: Nonces are 32-bit: node ids lie below it, and more nodes than nonces make no sense.
+NONCE_SPACE = 2**32
+#: The most tokens one engine batch of a round may hold (batch_size x seq_len; 4096 x 1023 fits).
+MAX_BATCH_TOKENS = int(os.environ.get("POC_MAX_BATCH_TOKENS", str(2**22)))
+#: With an engine that takes prompt_embeds: the most embedding bytes one batch may hold in this process.
+MAX_EMBED_BYTES = int(os.environ.get("POC_MAX_EMBED_BYTES", str(1 << 30)))
 
 
 class PoCState(str, Enum):
@@ -44,18 +53,22 @@ class TransitionError(RuntimeError):
     """A request that the round's current state does not allow (HTTP 409)."""
 
 
+class ValidationCancelled(TransitionError):
+    """A validation stopped before its verdict: the round ended (``/stop``, a new ``/init``) or the node shut down."""
+
+
 class RoundConfig(BaseModel):
     """The body of the ``/init`` routes, with the original PoC API's field names."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     block_hash: str = Field(min_length=1)
-    block_height: int = Field(ge=0)
+    block_height: int = Field(ge=0, le=INT64_MAX)
     public_key: str = Field(min_length=1)
-    r_target: float = Field(gt=0.0, le=2.0)
-    fraud_threshold: float = Field(default=0.01, gt=0.0, lt=1.0)
-    node_id: Optional[int] = Field(default=None, ge=0)
-    node_count: Optional[int] = Field(default=None, ge=1)
+    r_target: float = Field(gt=0.0, le=2.0, allow_inf_nan=False)
+    fraud_threshold: float = Field(default=0.01, gt=0.0, lt=1.0, allow_inf_nan=False)
+    node_id: Optional[int] = Field(default=None, ge=0, lt=NONCE_SPACE)
+    node_count: Optional[int] = Field(default=None, ge=1, le=NONCE_SPACE)
     batch_size: int = Field(default=32, ge=1, le=4096)
     seq_len: int = Field(default=256, ge=1)
     callback_url: Optional[AnyHttpUrl] = None
@@ -71,7 +84,14 @@ class RoundConfig(BaseModel):
         return self
 
     def callback(self, path: str) -> Optional[str]:
-        return None if self.callback_url is None else str(self.callback_url).rstrip("/") + path
+        """The callback URL for ``path`` (``/generated`` or ``/validated``): joined to the URL's path, before its
+        query and fragment, which are kept (tokens live there)."""
+        if self.callback_url is None:
+            return None
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(str(self.callback_url))
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
 
 
 class CallbackSender:
@@ -104,8 +124,10 @@ class CallbackSender:
                         self.delivered += 1
                         return
                     error = f"HTTP {response.status_code}"
+                except httpx.TimeoutException as exc:
+                    error = f"{type(exc).__name__}: no answer from {url} within {self.timeout_s} s {exc}".rstrip()
                 except httpx.HTTPError as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                    error = f"{type(exc).__name__} posting to {url}: {exc}"
                 if attempt < self.attempts:
                     await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
         self.failed += 1
@@ -138,6 +160,10 @@ class PoCManager:
         self._lock = asyncio.Lock()
         self._task: Optional[asyncio.Task] = None
         self._hooks_installed = False
+        self._round = 0  # bumped when a round ends: a validation of an older round is never counted
+        self._validations: set = set()  # the running validation tasks
+        #: called with the error when the engine is dead (the standalone server exits non-zero)
+        self.on_engine_dead: Optional[Any] = None
         self._reset_round()
 
     def inference_pause_reason(self) -> Optional[str]:
@@ -163,8 +189,13 @@ class PoCManager:
         self._started: Optional[float] = None
         self.error: Optional[str] = None
 
-    async def init_round(self, config: RoundConfig, then: Optional[PoCState] = None) -> None:
-        """Set up a new round (stopping the current one), then optionally start generating or validating."""
+    async def init_round(self, config: RoundConfig, then: Optional[PoCState] = None) -> dict:
+        """Set up a new round (stopping the current one), then optionally start generating or validating.
+
+        Set-up and start are one step under the manager's lock: the status
+        returned describes this caller's round, even when other calls race it.
+        Validations of the previous round still running are cancelled.
+        """
         if not isinstance(config, RoundConfig):
             raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
         if self.max_model_len is not None and config.seq_len + 1 > self.max_model_len:
@@ -174,21 +205,42 @@ class PoCManager:
             )
         if config.use_layer_hooks and not getattr(self.runner, "layers_supported", False):
             raise ValueError("use_layer_hooks needs the in-graph layer transform, which this engine's workers lack")
+        self._check_budget(config)
         if then is PoCState.GENERATING and config.node_id is None:
             raise ValueError("generating needs node_id and node_count")
         async with self._lock:
-            await self._stop_generation()
-            await self._set_hooks(None)
+            await self._end_round()
             self.config = config
             self._reset_round()
             self.state = PoCState.IDLE
             await self._set_hooks(config.block_hash if config.use_layer_hooks else None)
-        if then is PoCState.GENERATING:
-            await self.start_generating()
-        elif then is PoCState.VALIDATING:
-            await self.start_validating()
+            if then is PoCState.GENERATING:
+                self._start_generating()
+            elif then is PoCState.VALIDATING:
+                self.state = PoCState.VALIDATING
+            return self.status()
 
-    async def start_generating(self) -> None:
+    def _check_budget(self, config: RoundConfig) -> None:
+        """A batch's size must fit the node's budget (400 otherwise), so that no round can exhaust its memory."""
+        tokens = config.batch_size * config.seq_len
+        if tokens > MAX_BATCH_TOKENS:
+            raise ValueError(
+                f"batch_size x seq_len = {tokens} tokens exceeds this node's budget of {MAX_BATCH_TOKENS} "
+                "tokens per batch (POC_MAX_BATCH_TOKENS)"
+            )
+        if getattr(self.runner, "inputs", "engine") == "prompt_embeds":
+            # this engine needs the embeddings from this process: they are held here, and in the engine
+            hidden = int(getattr(self.runner, "hidden_size", 0))
+            itemsize = getattr(getattr(self.runner, "dtype", None), "itemsize", 4)
+            nbytes = tokens * hidden * itemsize
+            if nbytes > MAX_EMBED_BYTES:
+                raise ValueError(
+                    f"batch_size x seq_len x hidden = {nbytes / 2**20:.0f} MiB of prompt embeddings exceeds this "
+                    f"node's budget of {MAX_EMBED_BYTES / 2**20:.0f} MiB (POC_MAX_EMBED_BYTES); start the engine "
+                    "without --enable-prompt-embeds, so that the workers write the inputs themselves"
+                )
+
+    async def start_generating(self) -> dict:
         async with self._lock:
             if self.config is None or self.state is PoCState.STOPPED:
                 raise TransitionError("no round is set up: POST /init first")
@@ -196,11 +248,16 @@ class PoCManager:
                 raise TransitionError("the node is already generating")
             if self.config.node_id is None:
                 raise TransitionError("this round has no node_id/node_count: set it up with them to generate")
-            self.state = PoCState.GENERATING
-            self._started = time.monotonic()
-            self._task = asyncio.get_running_loop().create_task(self._generate())
+            self._start_generating()
+            return self.status()
 
-    async def start_validating(self) -> None:
+    def _start_generating(self) -> None:
+        self.state = PoCState.GENERATING
+        self.error = None
+        self._started = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._generate())
+
+    async def start_validating(self) -> dict:
         async with self._lock:
             if self.config is None or self.state is PoCState.STOPPED:
                 raise TransitionError("no round is set up: POST /init first")
@@ -208,21 +265,36 @@ class PoCManager:
                 raise TransitionError("the node is already validating")
             await self._stop_generation()
             self.state = PoCState.VALIDATING
+            return self.status()
 
-    async def stop(self) -> None:
+    async def stop(self) -> dict:
         async with self._lock:
             if self.state is PoCState.STOPPED:
                 raise TransitionError("no round is running")
-            await self._stop_generation()
-            await self._set_hooks(None)
+            await self._end_round()
             self.state = PoCState.STOPPED
+            return self.status()
 
     async def shutdown(self) -> None:
         """Stop everything (server shutdown); never raises for the state."""
         async with self._lock:
-            await self._stop_generation()
+            await self._end_round()
             self.state = PoCState.STOPPED
         await self.callbacks.drain()
+
+    async def _end_round(self) -> None:
+        """Stop generating, cancel the round's validations, remove its layer transform; a new round id."""
+        self._round += 1
+        await self._stop_generation()
+        await self._cancel_validations()
+        await self._set_hooks(None)
+
+    async def _cancel_validations(self) -> None:
+        tasks = [t for t in self._validations if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _stop_generation(self) -> None:
         task, self._task = self._task, None
@@ -248,9 +320,9 @@ class PoCManager:
     # ------------------------------------------------------------------ generation
 
     def _next_nonces(self) -> list:
+        """The next batch of this node's nonces; ``next_k`` moves past it only once it is computed."""
         cfg = self.config
         ks = range(self.next_k, self.next_k + cfg.batch_size)
-        self.next_k += cfg.batch_size
         return [cfg.node_id + k * cfg.node_count for k in ks if cfg.node_id + k * cfg.node_count < 2**32]
 
     async def _generate(self) -> None:
@@ -259,13 +331,17 @@ class PoCManager:
             while True:
                 nonces = self._next_nonces()
                 if not nonces:
-                    self.error = "this node's nonces are exhausted (2**32)"
+                    # leave GENERATING (inference reopens), as after an engine failure
+                    self.error = "this node's nonces are exhausted (every nonce below 2**32 was computed)"
+                    self._leave_generating()
                     return
                 result = await self.runner.run(
                     cfg.block_hash, cfg.public_key, nonces, seq_len=cfg.seq_len, sign_flips=cfg.use_sign_flips
                 )
                 d = result.distances.tolist()
                 valid = [(n, x) for n, x in zip(nonces, d) if x < cfg.r_target]
+                # a batch interrupted by /phase/validate or /stop is computed again when generation resumes
+                self.next_k += cfg.batch_size
                 self.total_checked += len(nonces)
                 self.total_valid += len(valid)
                 self.valid_nonces.extend(n for n, _ in valid)
@@ -286,15 +362,31 @@ class PoCManager:
         except Exception as exc:  # the engine failed: report it, stop generating
             logger.exception("PoC generation stopped")
             self.error = f"{type(exc).__name__}: {exc}"
-            if self._started is not None:
-                self._elapsed += time.monotonic() - self._started
-                self._started = None
-            self.state = PoCState.IDLE
+            self._leave_generating()
+            self.engine_failed(exc)
+
+    def engine_failed(self, exc: BaseException) -> None:
+        """Report an engine error to ``on_engine_dead`` when the engine is dead (the server then exits)."""
+        if type(exc).__name__ == "EngineDeadError" and self.on_engine_dead is not None:
+            self.on_engine_dead(exc)
+
+    def _leave_generating(self) -> None:
+        if self._started is not None:
+            self._elapsed += time.monotonic() - self._started
+            self._started = None
+        self._task = None
+        self.state = PoCState.IDLE
 
     # ------------------------------------------------------------------ validation
 
     async def validate(self, batch: ProofBatch) -> ValidatedBatch:
-        """Recompute the distances of ``batch`` and return the verdict (state VALIDATING only)."""
+        """Recompute the distances of ``batch`` and return the verdict (state VALIDATING only).
+
+        Runs as its own task, which ``/stop``, a new ``/init`` or shutdown
+        cancel (:class:`ValidationCancelled`, HTTP 409): a verdict always
+        belongs to the round it was asked in, and is counted and called back
+        only there.
+        """
         if not isinstance(batch, ProofBatch):
             raise TypeError(f"batch must be a ProofBatch, got {type(batch).__name__}")
         if self.state is not PoCState.VALIDATING:
@@ -302,13 +394,22 @@ class PoCManager:
         cfg = self.config
         if batch.block_hash != cfg.block_hash:
             raise ValueError(f"block_hash {batch.block_hash!r} of the batch is not this round's {cfg.block_hash!r}")
-        dist: list = []
-        for i in range(0, len(batch.nonces), cfg.batch_size):
-            chunk = batch.nonces[i : i + cfg.batch_size]
-            result = await self.runner.run(
-                cfg.block_hash, batch.public_key, chunk, seq_len=cfg.seq_len, sign_flips=cfg.use_sign_flips
-            )
-            dist.extend(result.distances.tolist())
+        round_id = self._round
+        task = asyncio.get_running_loop().create_task(self._recompute(cfg, batch))
+        self._validations.add(task)
+        task.add_done_callback(self._validations.discard)
+        try:
+            dist = await asyncio.shield(task)
+        except Exception as exc:
+            self.engine_failed(exc)
+            raise
+        except asyncio.CancelledError:
+            if task.cancelled() and round_id != self._round:
+                raise ValidationCancelled("the round ended while this batch was being validated") from None
+            task.cancel()  # our caller is gone (client disconnect): stop the work too
+            raise
+        if round_id != self._round:
+            raise ValidationCancelled("the round ended while this batch was being validated")
         if not all(math.isfinite(x) for x in dist):
             raise RuntimeError("the model produced non-finite hidden states for some nonces")
         verdict = ValidatedBatch.from_proof_batch(
@@ -320,17 +421,34 @@ class PoCManager:
             self.callbacks.send(url, verdict.model_dump(mode="json"))
         return verdict
 
+    async def _recompute(self, cfg: RoundConfig, batch: ProofBatch) -> list:
+        dist: list = []
+        for i in range(0, len(batch.nonces), cfg.batch_size):
+            chunk = batch.nonces[i : i + cfg.batch_size]
+            result = await self.runner.run(
+                cfg.block_hash, batch.public_key, chunk, seq_len=cfg.seq_len, sign_flips=cfg.use_sign_flips
+            )
+            dist.extend(result.distances.tolist())
+        return dist
+
     # ------------------------------------------------------------------ status
 
-    def status(self) -> dict:
-        """Return the round's status in the original API's field names, plus statistics and callbacks."""
+    def status(self, since: int = 0) -> dict:
+        """Return the round's status in the original API's field names, plus statistics and callbacks.
+
+        ``valid_nonces`` / ``valid_distances`` hold the valid nonces from index
+        ``since`` on (all of them by default); ``valid_next`` is the ``since`` of
+        the next poll, so a client can fetch only what is new.
+        """
         elapsed = self._elapsed + (time.monotonic() - self._started if self._started is not None else 0.0)
         rate = self.total_checked / elapsed if elapsed > 0 else 0.0
         cfg = self.config
         return {
             "state": self.state.value,
-            "valid_nonces": list(self.valid_nonces),
-            "valid_distances": list(self.valid_distances),
+            "valid_nonces": self.valid_nonces[since:],
+            "valid_distances": self.valid_distances[since:],
+            "valid_since": since,
+            "valid_next": len(self.valid_nonces),
             "total_checked": self.total_checked,
             "total_valid": self.total_valid,
             "elapsed_seconds": elapsed,
@@ -338,6 +456,7 @@ class PoCManager:
             "nonces_per_minute": 60.0 * rate,
             "valid_per_minute": 60.0 * self.total_valid / elapsed if elapsed > 0 else 0.0,
             "validated_batches": self.validated_batches,
+            "validations_running": sum(1 for t in self._validations if not t.done()),
             "block_hash": cfg.block_hash if cfg else None,
             "block_height": cfg.block_height if cfg else None,
             "r_target": cfg.r_target if cfg else None,

@@ -42,7 +42,10 @@ in both servers (vLLM's server has its own handlers for its OpenAI routes).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import sys
 from typing import Any, Callable, Optional
 
 from fastapi import APIRouter, FastAPI, Request
@@ -55,7 +58,16 @@ from .manager import PoCManager, PoCState, RoundConfig, TransitionError
 logger = logging.getLogger("poc_kernels.vllm")
 
 PREFIX = "/api/v1/pow"
-INFERENCE_PREFIX = "/v1/"
+#: The most nonces one /validate request may carry (413 above it).
+MAX_VALIDATE_NONCES = int(os.environ.get("POC_MAX_VALIDATE_NONCES", "4096"))
+DISCONNECT_POLL_S = 0.5
+#: /status answers with at most this many valid nonces on the event loop; more are serialized in a thread.
+STATUS_INLINE_NONCES = 20_000
+#: How often the standalone node checks that its engine is alive, and how long it lets requests finish at shutdown.
+ENGINE_WATCH_S = 1.0
+SHUTDOWN_GRACE_S = 5
+#: Routes that take a body but run no inference: open while GENERATING.
+NON_INFERENCE_POSTS = ("/tokenize", "/detokenize", "/v1/tokenize", "/v1/detokenize")
 
 
 class ApiError(Exception):
@@ -78,9 +90,33 @@ def _manager(request: Request) -> PoCManager:
     return manager
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list) -> dict:
+    seen: set = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 async def _parse(request: Request, model: type[BaseModel]) -> Any:
-    """Validate the JSON body against ``model``; 422 with FastAPI's error list when it does not fit."""
+    """Validate the JSON body against ``model``; 422 with FastAPI's error list when it does not fit.
+
+    A key given twice in one JSON object is an error too (JSON parsers disagree on which one wins).
+    """
+    import json
+
     body = await request.body()
+    try:
+        json.loads(body, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        raise ApiError(422, [{"loc": ["body", str(exc)], "msg": "duplicate key", "type": "duplicate_key"}]) from None
+    except ValueError:
+        pass  # not JSON: pydantic names the error below
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
@@ -133,16 +169,14 @@ def make_router() -> APIRouter:
 
         return register
 
-    async def _ok(manager: PoCManager) -> dict:
-        return {"status": "OK", "pow_status": manager.status()}
+    def _ok(status: dict) -> dict:
+        return {"status": "OK", "pow_status": status}
 
     @action("/init", RoundConfig)
     async def init(request: Request) -> dict:
         """Set up a round (state IDLE)."""
         config = await _parse(request, RoundConfig)
-        manager = _manager(request)
-        await manager.init_round(config)
-        return await _ok(manager)
+        return _ok(await _manager(request).init_round(config))
 
     @action("/init/generate", RoundConfig)
     async def init_generate(request: Request) -> dict:
@@ -150,63 +184,110 @@ def make_router() -> APIRouter:
         config = await _parse(request, RoundConfig)
         if config.node_id is None:
             raise ApiError(422, "/init/generate needs node_id and node_count")
-        manager = _manager(request)
-        await manager.init_round(config, then=PoCState.GENERATING)
-        return await _ok(manager)
+        return _ok(await _manager(request).init_round(config, then=PoCState.GENERATING))
 
     @action("/init/validate", RoundConfig)
     async def init_validate(request: Request) -> dict:
         """Set up a round and start validating."""
         config = await _parse(request, RoundConfig)
-        manager = _manager(request)
-        await manager.init_round(config, then=PoCState.VALIDATING)
-        return await _ok(manager)
+        return _ok(await _manager(request).init_round(config, then=PoCState.VALIDATING))
 
     @action("/phase/generate")
     async def phase_generate(request: Request) -> dict:
         """Switch the round to generating."""
-        manager = _manager(request)
-        await manager.start_generating()
-        return await _ok(manager)
+        return _ok(await _manager(request).start_generating())
 
     @action("/phase/validate")
     async def phase_validate(request: Request) -> dict:
         """Switch the round to validating (generation stops; inference reopens)."""
-        manager = _manager(request)
-        await manager.start_validating()
-        return await _ok(manager)
+        return _ok(await _manager(request).start_validating())
 
     @action("/validate", ProofBatch)
     async def validate(request: Request) -> dict:
         """Recompute a ProofBatch's distances and answer the ValidatedBatch verdict."""
         batch = await _parse(request, ProofBatch)
+        if len(batch.nonces) > MAX_VALIDATE_NONCES:
+            raise ApiError(
+                413,
+                f"a batch to validate holds at most {MAX_VALIDATE_NONCES} nonces "
+                f"(POC_MAX_VALIDATE_NONCES), got {len(batch.nonces)}: split it",
+            )
         manager = _manager(request)
-        verdict = await manager.validate(batch)
-        return verdict.model_dump(mode="json")
+        task = asyncio.ensure_future(manager.validate(batch))
+        try:
+            # the client may leave: then the engine must not keep computing for nobody
+            while not task.done():
+                await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+                if not task.done() and await request.is_disconnected():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise ApiError(499, "the client closed the connection; the validation was cancelled")
+        except asyncio.CancelledError:  # the server is shutting down
+            task.cancel()
+            raise
+        return task.result().model_dump(mode="json")
 
     @action("/stop")
     async def stop(request: Request) -> dict:
         """End the round (state STOPPED)."""
-        manager = _manager(request)
-        await manager.stop()
-        return await _ok(manager)
+        return _ok(await _manager(request).stop())
 
-    async def status(request: Request) -> dict:
-        """State, valid nonces and distances, statistics, callback delivery."""
-        return _manager(request).status()
+    async def status(request: Request):
+        """State, valid nonces and distances (from ``?since=N`` on), statistics, callback delivery."""
+        raw = request.query_params.get("since", "0")
+        if not raw.isdigit():
+            raise ApiError(422, [{"loc": ["query", "since"], "msg": "since must be an int >= 0", "type": "int"}])
+        manager = _manager(request)
+        since = int(raw)
+        if len(manager.valid_nonces) - since <= STATUS_INLINE_NONCES:
+            return manager.status(since)
+        # a long list is built and serialized off the event loop, which keeps serving meanwhile
+        import json
+
+        from fastapi.responses import Response
+
+        body = await asyncio.to_thread(lambda: json.dumps(manager.status(since)).encode())
+        return Response(content=body, media_type="application/json")
 
     router.add_api_route("/status", _route(status), methods=["GET"])
     return router
 
 
-async def gating_middleware(request: Request, call_next: Callable):
-    """Answer 503 on the OpenAI inference routes while the node is GENERATING (open while VALIDATING)."""
-    manager = getattr(request.app.state, "poc_manager", None)
-    if manager is not None and request.url.path.startswith(INFERENCE_PREFIX):
-        reason = manager.inference_pause_reason()
-        if reason is not None:
-            return JSONResponse(status_code=503, content={"detail": reason})
-    return await call_next(request)
+def runs_inference(method: str, path: str) -> bool:
+    """Whether a request to vLLM's server runs the model: every POST/PUT outside the PoC API, but tokenizing.
+
+    Gated by what a route does, not by its prefix: ``/v1/chat/completions``,
+    ``/invocations``, ``/generative_scoring``, ``/pooling`` and any route a
+    later vLLM adds are all POSTs; ``GET /v1/models``, health, metrics and the
+    version stay open (load balancers poll them).
+    """
+    if method not in ("POST", "PUT", "PATCH"):
+        return False
+    if path == PREFIX or path.startswith(PREFIX + "/"):
+        return False
+    return path.rstrip("/") not in NON_INFERENCE_POSTS
+
+
+class GatingMiddleware:
+    """Answer 503 on the routes that run inference while the node is GENERATING (open while VALIDATING).
+
+    A plain ASGI middleware, not Starlette's ``BaseHTTPMiddleware``: that one
+    hides a client's disconnect from the routes behind it, and ``/validate``
+    needs to see it to cancel its work.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and runs_inference(scope["method"], scope["path"]):
+            state = getattr(scope.get("app"), "state", None)
+            manager = getattr(state, "poc_manager", None)
+            reason = manager.inference_pause_reason() if manager is not None else None
+            if reason is not None:
+                await JSONResponse(status_code=503, content={"detail": reason})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def create_manager(engine_client: Any, *, seq_len: int = 256) -> PoCManager:
@@ -225,7 +306,7 @@ class PoCEndpointPlugin:
 
     def attach_router(self, app: FastAPI) -> None:
         app.include_router(make_router())
-        app.middleware("http")(gating_middleware)
+        app.add_middleware(GatingMiddleware)
 
     async def init_state(self, engine_client: Any, state: Any, args: argparse.Namespace) -> None:
         if engine_client is None:
@@ -242,18 +323,44 @@ class PoCEndpointPlugin:
 
 
 def create_app(engine_args: Any) -> FastAPI:
-    """Return a FastAPI app serving only the PoC API on a new ``AsyncLLM`` built from ``engine_args``."""
+    """Return a FastAPI app serving only the PoC API on a new ``AsyncLLM`` built from ``engine_args``.
+
+    When the engine dies (a worker crashed), the app records it in
+    ``app.state.engine_dead`` and asks the server to stop: :func:`main` then
+    exits non-zero, so that a supervisor restarts the node instead of it
+    answering 200 with a dead engine.
+    """
+    import signal
     from contextlib import asynccontextmanager
+
+    def engine_dead(app: FastAPI, exc: BaseException) -> None:
+        if getattr(app.state, "engine_dead", None) is None:
+            logger.error("poc_kernels: the engine is dead (%s); the node exits", exc)
+            app.state.engine_dead = exc
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    async def watch(app: FastAPI, engine: Any) -> None:
+        while True:
+            await asyncio.sleep(ENGINE_WATCH_S)
+            if getattr(engine, "errored", False):
+                engine_dead(app, getattr(engine, "dead_error", RuntimeError("engine errored")))
+                return
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        app.state.engine_dead = None
         engine = AsyncLLM.from_engine_args(engine_args)
+        watcher = None
         try:
             app.state.poc_manager = await create_manager(engine)
+            app.state.poc_manager.on_engine_dead = lambda exc: engine_dead(app, exc)
+            watcher = asyncio.get_running_loop().create_task(watch(app, engine))
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
             manager = getattr(app.state, "poc_manager", None)
             if manager is not None:
                 await manager.shutdown()
@@ -277,11 +384,22 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser = AsyncEngineArgs.add_cli_args(parser)
     args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    if not any(a == "--model" or a.startswith("--model=") for a in given):
+        # vLLM's default would be a model-hub name: a node without network access fails late and obscurely
+        parser.error(
+            "--model is required: a checkpoint directory or model name "
+            "(`poc-kernels weights` converts the embedded SmolLM2 weights and prints their path)"
+        )
     if args.worker_extension_cls not in ("", WORKER_EXTENSION):
         parser.error(f"--worker-extension-cls must be {WORKER_EXTENSION} (or left out)")
     args.worker_extension_cls = WORKER_EXTENSION
     engine_args = AsyncEngineArgs.from_cli_args(args)
-    uvicorn.run(create_app(engine_args), host=args.host, port=args.port, log_level="info")
+    app = create_app(engine_args)
+    # a request still running at shutdown (a long /validate) is cancelled after this many seconds
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    if getattr(app.state, "engine_dead", None) is not None:
+        return 1
     return 0
 
 

@@ -1,0 +1,298 @@
+"""A soak of a PoC node: rounds, validation and chat over HTTP for many minutes; memory must stay flat.
+
+Starts vLLM's OpenAI server with the poc_kernels plugin (the node as operators
+run it) on 127.0.0.1, then repeats until ``--minutes`` have passed:
+
+1. ``/init/generate`` and generate for ``--generate-s`` seconds, polling
+   ``/status`` (its size and latency, incremental with ``since=``);
+2. ``/phase/validate``, then validate the valid nonces found (``/validate``)
+   while chat requests run beside it;
+3. ``/stop``.
+
+Every ``--sample-s`` seconds it records the RSS of every process of the
+server (API server, engine core, workers). At the end it checks that memory is
+flat: the total RSS of the last quarter of the run stays within ``--rss-slack``
+of that after the first round (warm-up), and writes a JSON and a markdown
+report::
+
+    .venv/bin/python bench/soak.py --minutes 10 --out bench/results/cpu-2core-soak
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POW = "/api/v1/pow"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(model: str, port: int, log_path: str, kv_bytes: int) -> subprocess.Popen:
+    import httpx
+
+    env = dict(os.environ, VLLM_PLUGINS="poc_kernels")
+    env.pop("TRITON_INTERPRET", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model,
+        "--worker-extension-cls",
+        "poc_kernels.vllm.PoCWorkerExtension",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "512",
+        "--kv-cache-memory-bytes",
+        str(kv_bytes),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        "node",
+    ]
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{POW}/status", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit("the server did not come up in 900 s")
+
+
+def rss(proc: subprocess.Popen) -> dict:
+    import psutil
+
+    out = {}
+    try:
+        root = psutil.Process(proc.pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                name = "api_server" if p.pid == proc.pid else (p.name() or str(p.pid))
+                out[f"{name}[{p.pid}]"] = p.memory_info().rss
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return out
+
+
+def main(argv=None) -> int:
+    import httpx
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="checkpoint (default: the embedded SmolLM2 weights)")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--generate-s", type=float, default=20.0)
+    p.add_argument("--sample-s", type=float, default=5.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--rss-slack", type=float, default=0.05, help="allowed growth of the total RSS (default 5%%)")
+    p.add_argument("--out", default=None, help="path prefix of the .json and .md reports")
+    args = p.parse_args(argv)
+    model = args.model
+    if model is None:
+        from poc_kernels.weights import smollm2_dir
+
+        model = str(smollm2_dir())
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = (args.out or "/tmp/poc-soak") + ".server.log"
+    t_start = time.time()
+    proc = start(model, port, log_path, 512 << 20)
+    startup_s = time.time() - t_start
+    samples, polls, rounds, errors = [], [], [], []
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.is_set():
+            samples.append({"t": time.time() - t_start, "rss": rss(proc)})
+            stop.wait(args.sample_s)
+
+    threading.Thread(target=sampler, daemon=True).start()
+    body = dict(
+        block_hash="soak",
+        block_height=1,
+        public_key="node",
+        r_target=1.42,
+        node_id=0,
+        node_count=1,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+    )
+    chat = {"model": "node", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+    deadline = time.time() + 60 * args.minutes
+    try:
+        with httpx.Client(timeout=300) as client:
+            n = 0
+            while time.time() < deadline:
+                n += 1
+                r = client.post(f"{base}{POW}/init/generate", json=dict(body, block_hash=f"soak{n}"))
+                if r.status_code != 200:
+                    errors.append(f"round {n} init: {r.status_code} {r.text[:200]}")
+                    break
+                since, t_gen = 0, time.time()
+                while time.time() - t_gen < args.generate_s:
+                    for s in (0, since):  # the full status, as old clients poll it, and the incremental one
+                        t0 = time.perf_counter()
+                        r = client.get(f"{base}{POW}/status", params={"since": s})
+                        polls.append(
+                            {
+                                "t": time.time() - t_start,
+                                "since": s,
+                                "ms": 1e3 * (time.perf_counter() - t0),
+                                "bytes": len(r.content),
+                            }
+                        )
+                    since = r.json()["valid_next"]
+                    time.sleep(1.0)
+                st = client.post(f"{base}{POW}/phase/validate").json()["pow_status"]
+                nonces, dist = st["valid_nonces"][:64], st["valid_distances"][:64]
+                chats: list = []
+
+                def talk(chats=chats):
+                    chats.extend(client.post(f"{base}/v1/chat/completions", json=chat).status_code for _ in range(4))
+
+                chatter = threading.Thread(target=talk)
+                chatter.start()
+                t0 = time.time()
+                v = client.post(
+                    f"{base}{POW}/validate",
+                    json=dict(
+                        public_key="node", block_hash=f"soak{n}", block_height=1, nonces=nonces, dist=dist, node_id=0
+                    ),
+                )
+                chatter.join()
+                verdict = v.json() if v.status_code == 200 else {}
+                rounds.append(
+                    {
+                        "round": n,
+                        "checked": st["total_checked"],
+                        "rate_per_s": st["rate_per_second"],
+                        "valid": st["total_valid"],
+                        "validated": len(nonces),
+                        "validate_s": time.time() - t0,
+                        "fraud_detected": verdict.get("fraud_detected"),
+                        "n_invalid": verdict.get("n_invalid"),
+                        "chat_status": chats,
+                    }
+                )
+                if v.status_code != 200 or verdict.get("fraud_detected") or any(c != 200 for c in chats):
+                    errors.append(f"round {n}: validate {v.status_code}, chat {chats}")
+                client.post(f"{base}{POW}/stop")
+                print(f"round {n}: {rounds[-1]}", flush=True)
+    finally:
+        stop.set()
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    totals = [(s["t"], sum(s["rss"].values())) for s in samples if s["rss"]]
+    first_round_end = rounds and (args.generate_s + 10)  # warm: after the first round's generation
+    warm = [r for t, r in totals if t - startup_s > first_round_end] or [r for _, r in totals]
+    base_rss = warm[0]
+    tail = warm[-max(1, len(warm) // 4) :]
+    growth = max(tail) / base_rss - 1
+    full = [q for q in polls if q["since"] == 0]
+    inc = [q for q in polls if q["since"] != 0]
+    report = {
+        "command": "python bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+        "date": time.strftime("%Y-%m-%d"),
+        "model": model,
+        "startup_s": startup_s,
+        "rounds": rounds,
+        "errors": errors,
+        "rss_samples": samples,
+        "status_polls": polls,
+        "rss_warm_bytes": base_rss,
+        "rss_tail_max_bytes": max(tail),
+        "rss_growth": growth,
+        "rss_flat": growth <= args.rss_slack,
+        "status_full_ms_median": statistics.median(q["ms"] for q in full) if full else None,
+        "status_full_bytes_max": max(q["bytes"] for q in full) if full else None,
+        "status_incremental_ms_median": statistics.median(q["ms"] for q in inc) if inc else None,
+        "status_incremental_bytes_max": max(q["bytes"] for q in inc) if inc else None,
+    }
+    print(
+        f"{len(rounds)} rounds, errors {len(errors)}; RSS after warm-up {base_rss / 2**20:.0f} MiB, "
+        f"last quarter max {max(tail) / 2**20:.0f} MiB ({100 * growth:+.1f}%, flat: {report['rss_flat']}); "
+        f"/status full {report['status_full_ms_median']:.1f} ms median, {report['status_full_bytes_max']} B max; "
+        f"incremental {report['status_incremental_ms_median']:.1f} ms, {report['status_incremental_bytes_max']} B"
+    )
+    if args.out:
+        with open(args.out + ".json", "w") as f:
+            json.dump(report, f, indent=1)
+        with open(args.out + ".md", "w") as f:
+            f.write(markdown(report))
+    return 0 if report["rss_flat"] and not errors else 1
+
+
+def markdown(r: dict) -> str:
+    lines = [
+        "# Soak of a PoC node (vLLM's server with the poc_kernels plugin)",
+        "",
+        f"{r['machine']}; {r['date']}; model `{os.path.basename(r['model'])}`, float32. CPU figures.",
+        "",
+        f"Command: `{r['command']}`",
+        "",
+        f"- {len(r['rounds'])} rounds (generate, validate beside chat, stop); errors: {len(r['errors'])}"
+        + (": " + "; ".join(r["errors"]) if r["errors"] else ""),
+        f"- total RSS of the server's processes after the first round {r['rss_warm_bytes'] / 2**20:.0f} MiB, "
+        f"largest in the last quarter {r['rss_tail_max_bytes'] / 2**20:.0f} MiB ({100 * r['rss_growth']:+.1f}%): "
+        f"{'flat' if r['rss_flat'] else 'NOT flat'}",
+        f"- `/status` (every valid nonce): median {r['status_full_ms_median']:.1f} ms, at most "
+        f"{r['status_full_bytes_max']} bytes; with `since=` (only what is new): median "
+        f"{r['status_incremental_ms_median']:.1f} ms, at most {r['status_incremental_bytes_max']} bytes",
+        "",
+        "| round | nonces checked | nonces/s | valid | validated | validate (s) | fraud | chat beside it |",
+        "|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for x in r["rounds"]:
+        lines.append(
+            f"| {x['round']} | {x['checked']} | {x['rate_per_s']:.1f} | {x['valid']} | {x['validated']} | "
+            f"{x['validate_s']:.1f} | {x['fraud_detected']} | {x['chat_status']} |"
+        )
+    lines += [
+        "",
+        "RSS over time (MiB, every process):",
+        "",
+        "| t (s) | " + " | ".join(["processes"]) + " |",
+        "|---:|---|",
+    ]
+    step = max(1, len(r["rss_samples"]) // 20)
+    for s in r["rss_samples"][::step]:
+        procs = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(s["rss"].items()))
+        lines.append(f"| {s['t']:.0f} | {procs} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
