@@ -29,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -114,7 +115,17 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--rss-slack", type=float, default=0.05, help="allowed growth of the total RSS (default 5%%)")
     p.add_argument("--out", default=None, help="path prefix of the .json and .md reports")
+    p.add_argument("--render", metavar="JSON", help="only write the markdown of an earlier run's JSON report")
     args = p.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            r = json.load(f)
+        r.update(memory_summary(r["rss_samples"], r["startup_s"] + args.generate_s + 10))
+        with open(args.render, "w") as f:
+            json.dump(r, f, indent=1)
+        with open(args.render[: -len(".json")] + ".md", "w") as f:
+            f.write(markdown(r))
+        return 0
     model = args.model
     if model is None:
         from poc_kernels.weights import smollm2_dir
@@ -122,7 +133,7 @@ def main(argv=None) -> int:
         model = str(smollm2_dir())
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log_path = (args.out or "/tmp/poc-soak") + ".server.log"
+    log_path = os.path.join(tempfile.gettempdir(), "poc-soak-server.log")  # the server's own log, not committed
     t_start = time.time()
     proc = start(model, port, log_path, 512 << 20)
     startup_s = time.time() - t_start
@@ -220,6 +231,7 @@ def main(argv=None) -> int:
     base_rss = warm[0]
     tail = warm[-max(1, len(warm) // 4) :]
     growth = max(tail) / base_rss - 1
+    report_extra = memory_summary(samples, startup_s + first_round_end if rounds else 0.0)
     full = [q for q in polls if q["since"] == 0]
     inc = [q for q in polls if q["since"] != 0]
     report = {
@@ -236,6 +248,7 @@ def main(argv=None) -> int:
         "rss_tail_max_bytes": max(tail),
         "rss_growth": growth,
         "rss_flat": growth <= args.rss_slack,
+        **report_extra,
         "status_full_ms_median": statistics.median(q["ms"] for q in full) if full else None,
         "status_full_bytes_max": max(q["bytes"] for q in full) if full else None,
         "status_incremental_ms_median": statistics.median(q["ms"] for q in inc) if inc else None,
@@ -255,6 +268,25 @@ def main(argv=None) -> int:
     return 0 if report["rss_flat"] and not errors else 1
 
 
+def memory_summary(samples: list, warm_t: float) -> dict:
+    """Per process: RSS after warm-up and at the end; and the total's growth over the second half of the run."""
+    samples = [s for s in samples if s["rss"]]
+    warm = next((s for s in samples if s["t"] >= warm_t), samples[0])
+    last = samples[-1]
+    half = samples[len(samples) // 2]
+    name = lambda k: k.split("[")[0]  # noqa: E731
+    per = {}
+    for k, v in warm["rss"].items():
+        end = next((v2 for k2, v2 in last["rss"].items() if name(k2) == name(k)), None)
+        per[name(k)] = {"warm_mib": v / 2**20, "end_mib": end / 2**20 if end else None}
+    tail = [sum(s["rss"].values()) for s in samples[len(samples) // 2 :]]
+    return {
+        "rss_per_process": per,
+        "rss_second_half_growth": max(tail) / sum(half["rss"].values()) - 1,
+        "rss_second_half_range_mib": [min(tail) / 2**20, max(tail) / 2**20],
+    }
+
+
 def markdown(r: dict) -> str:
     lines = [
         "# Soak of a PoC node (vLLM's server with the poc_kernels plugin)",
@@ -268,6 +300,13 @@ def markdown(r: dict) -> str:
         f"- total RSS of the server's processes after the first round {r['rss_warm_bytes'] / 2**20:.0f} MiB, "
         f"largest in the last quarter {r['rss_tail_max_bytes'] / 2**20:.0f} MiB ({100 * r['rss_growth']:+.1f}%): "
         f"{'flat' if r['rss_flat'] else 'NOT flat'}",
+        "- per process, after warm-up -> at the end (MiB): "
+        + ", ".join(
+            f"{k} {v['warm_mib']:.0f} -> {v['end_mib']:.0f}" for k, v in r["rss_per_process"].items() if v["end_mib"]
+        ),
+        f"- second half of the run: total RSS within {r['rss_second_half_range_mib'][0]:.0f}–"
+        f"{r['rss_second_half_range_mib'][1]:.0f} MiB (largest {100 * r['rss_second_half_growth']:+.1f}% over its "
+        "first sample)",
         f"- `/status` (every valid nonce): median {r['status_full_ms_median']:.1f} ms, at most "
         f"{r['status_full_bytes_max']} bytes; with `since=` (only what is new): median "
         f"{r['status_incremental_ms_median']:.1f} ms, at most {r['status_incremental_bytes_max']} bytes",
