@@ -16,43 +16,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import POW, free_port, rss  # noqa: E402
+from soak import POW, free_port, launch, rss, stop  # noqa: E402
 
 
 def start(model: str, port: int, extra: list) -> subprocess.Popen:
-    import httpx
-
-    env = dict(os.environ)
-    env.pop("TRITON_INTERPRET", None)
     cmd = [sys.executable, "-m", "poc_kernels.vllm.server", "--model", model, "--port", str(port), "--dtype",
            "float32", "--max-model-len", "1100", "--kv-cache-memory-bytes", str(1 << 30), *extra]  # fmt: skip
-    log = open(os.path.join(tempfile.gettempdir(), "poc-node-memory.log"), "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise SystemExit(f"the node exited with {proc.returncode}; see {log.name}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{POW}/status", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit("the node did not come up")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    return launch(cmd, port, os.path.join(tempfile.gettempdir(), "poc-node-memory.log"), timeout=600)
 
 
 def mib(sample: dict) -> dict:
@@ -103,7 +79,8 @@ def main(argv=None) -> int:
     proc = start(model, port, ["--enable-prompt-embeds"])
     try:
         r = httpx.post(f"http://127.0.0.1:{port}{POW}/init/generate", json=body, timeout=120)
-        refused = (r.status_code, r.json()["detail"])
+        answer = r.json()
+        refused = (r.status_code, answer.get("detail") or f"accepted, state {answer['pow_status']['state']}")
     finally:
         stop(proc)
     names = sorted({k for _, s in rows for k in s})
@@ -124,7 +101,7 @@ def main(argv=None) -> int:
         lines.append(f"| {when} | " + " | ".join(f"{s.get(n, 0):.0f}" for n in names) + " |")
     lines += [
         "",
-        f"The same batch on a node started with `--enable-prompt-embeds` (the driver would hold "
+        f"The same batch on a node started with `--enable-prompt-embeds` (its API process would hold "
         f"{args.batch_size * args.seq_len * 576 * 4 / 2**30:.1f} GiB of float32 embeddings): HTTP {refused[0]}, "
         f'"{refused[1]}"',
     ]

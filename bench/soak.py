@@ -44,10 +44,6 @@ def free_port() -> int:
 
 
 def start(model: str, port: int, log_path: str, kv_bytes: int) -> subprocess.Popen:
-    import httpx
-
-    env = dict(os.environ, VLLM_PLUGINS="poc_kernels")
-    env.pop("TRITON_INTERPRET", None)
     cmd = [
         sys.executable,
         "-m",
@@ -69,10 +65,19 @@ def start(model: str, port: int, log_path: str, kv_bytes: int) -> subprocess.Pop
         "--served-model-name",
         "node",
     ]
+    return launch(cmd, port, log_path, env={"VLLM_PLUGINS": "poc_kernels"})  # the server's endpoint plugin
+
+
+def launch(cmd: list, port: int, log_path: str, timeout: float = 900.0, env: dict | None = None) -> subprocess.Popen:
+    """Start a server (its output to ``log_path``, in its own process group) and wait until /status answers."""
+    import httpx
+
+    env = dict(os.environ, **(env or {}))
+    env.pop("TRITON_INTERPRET", None)
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
-    deadline = time.time() + 900
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited with {proc.returncode}; see {log_path}")
@@ -83,7 +88,16 @@ def start(model: str, port: int, log_path: str, kv_bytes: int) -> subprocess.Pop
             pass
         time.sleep(1)
     os.killpg(proc.pid, signal.SIGKILL)
-    raise SystemExit("the server did not come up in 900 s")
+    raise SystemExit(f"the server did not come up in {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGINT to the server's process group; SIGKILL if it is not gone within a minute."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def rss(proc: subprocess.Popen) -> dict:
@@ -138,12 +152,12 @@ def main(argv=None) -> int:
     proc = start(model, port, log_path, 512 << 20)
     startup_s = time.time() - t_start
     samples, polls, rounds, errors = [], [], [], []
-    stop = threading.Event()
+    done = threading.Event()
 
     def sampler():
-        while not stop.is_set():
+        while not done.is_set():
             samples.append({"t": time.time() - t_start, "rss": rss(proc)})
-            stop.wait(args.sample_s)
+            done.wait(args.sample_s)
 
     threading.Thread(target=sampler, daemon=True).start()
     body = dict(
@@ -218,12 +232,8 @@ def main(argv=None) -> int:
                 client.post(f"{base}{POW}/stop")
                 print(f"round {n}: {rounds[-1]}", flush=True)
     finally:
-        stop.set()
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        done.set()
+        stop(proc)
 
     totals = [(s["t"], sum(s["rss"].values())) for s in samples if s["rss"]]
     first_round_end = rounds and (args.generate_s + 10)  # warm: after the first round's generation

@@ -6,8 +6,6 @@ them): they are the oracle of the Triton kernels, which read them on the GPU.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 
 from .. import reference, rng
@@ -32,23 +30,23 @@ def write_token_inputs_(args: TokenInputArgs) -> torch.Tensor:
 
 def token_layer_transform_(args: TokenLayerArgs) -> None:
     """Gather the rows of each layer code, apply the oracle's layer transform to them, scatter them back."""
-    t_count = args.x.shape[0]
-    req = args.tok_req[:t_count].tolist()
-    codes = args.req_layer.tolist()
+    # vectorized over tokens: this runs once per decoder layer in every engine step with PoC rows
+    req = args.tok_req[: args.x.shape[0]].to(torch.int64)
+    codes = args.req_layer.to(torch.int64)
+    poc = req >= 0
+    beyond = poc & (req >= codes.numel())
+    if bool(beyond.any()):
+        t = int(beyond.nonzero()[0])
+        raise ValueError(f"tok_req[{t}] = {int(req[t])} is not a row of req_layer (R = {codes.numel()})")
+    token_code = torch.full_like(req, -1)
+    token_code[poc] = codes[req[poc]]
     slots = args.vectors.shape[0]
-    rows = defaultdict(list)
-    for t, r in enumerate(req):
-        if r < 0:
-            continue
-        if r >= len(codes):
-            raise ValueError(f"tok_req[{t}] = {r} is not a row of req_layer (R = {len(codes)})")
-        code = codes[r]
-        if code >= 0:
-            if code >> 1 >= slots:
-                raise ValueError(f"req_layer[{r}] = {code} names slot {code >> 1}, but vectors has {slots} slots")
-            rows[code].append(t)
-    for code, index in sorted(rows.items()):
-        idx = torch.tensor(index, dtype=torch.int64, device=args.x.device)
+    for code in torch.unique(token_code[token_code >= 0]).tolist():
+        if code >> 1 >= slots:
+            r = int(req[(token_code == code).nonzero()[0]])
+            raise ValueError(f"req_layer[{r}] = {code} names slot {code >> 1}, but vectors has {slots} slots")
+    for code in torch.unique(token_code[token_code >= 0]).tolist():
+        idx = (token_code == code).nonzero().flatten()
         v = args.vectors[code >> 1, args.layer]
         for t in (args.x, args.y):
             if t is not None:
