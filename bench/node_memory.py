@@ -26,8 +26,9 @@ from soak import POW, free_port, launch, rss, stop  # noqa: E402
 
 
 def start(model: str, port: int, extra: list) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "poc_kernels.vllm.server", "--model", model, "--port", str(port), "--dtype",
-           "float32", "--max-model-len", "1100", "--kv-cache-memory-bytes", str(1 << 30), *extra]  # fmt: skip
+    cmd = [sys.executable, "-m", "poc_kernels.vllm.server", "--poc-api", "distance", "--model", model,
+           "--port", str(port), "--dtype", "float32", "--max-model-len", "1100",
+           "--kv-cache-memory-bytes", str(1 << 30), *extra]  # fmt: skip
     return launch(cmd, port, os.path.join(tempfile.gettempdir(), "poc-node-memory.log"), timeout=600)
 
 

@@ -12,10 +12,22 @@ run it) on 127.0.0.1, then repeats until ``--minutes`` have passed:
 Every ``--sample-s`` seconds it records the RSS of every process of the
 server (API server, engine core, workers). At the end it checks that memory is
 flat: the total RSS of the last quarter of the run stays within ``--rss-slack``
-of that after the first round (warm-up), and writes a JSON and a markdown
-report::
+of that after the warm-up, and writes a JSON and a markdown report. The
+warm-up is the first ``--warm-rounds`` rounds (default 5): each round has a new
+block hash, and the worker's backend keeps the lm_head and target of the 4
+latest block hashes (``CACHE_SIZE``: 8192 x H float32 each, 18.9 MB at H = 576),
+so a node's memory grows over its first 4 rounds by design. The growth from the
+end of the first round is reported too::
 
     .venv/bin/python bench/soak.py --minutes 10 --out bench/results/cpu-2core-soak
+
+``--traffic stock`` is the control: the same server without poc_kernels (no
+plugin, no worker extension) under the same load of plain prefill requests
+(``/v1/completions`` of ``batch_size`` prompts of ``seq_len`` random token ids,
+one output token), with the same chat beside the "validation" half. Whatever
+memory growth it shows too is vLLM's (or the allocator's), not the PoC path's.
+``--env NAME=VALUE`` (repeatable) sets the server's environment, e.g.
+``MALLOC_ARENA_MAX=2``.
 """
 
 from __future__ import annotations
@@ -43,15 +55,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(model: str, port: int, log_path: str, kv_bytes: int) -> subprocess.Popen:
+def start(model: str, port: int, log_path: str, kv_bytes: int, stock: bool = False, env: dict | None = None):
+    poc = [] if stock else ["--worker-extension-cls", "poc_kernels.vllm.PoCWorkerExtension"]
     cmd = [
         sys.executable,
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
         model,
-        "--worker-extension-cls",
-        "poc_kernels.vllm.PoCWorkerExtension",
+        *poc,
         "--dtype",
         "float32",
         "--max-model-len",
@@ -65,15 +77,28 @@ def start(model: str, port: int, log_path: str, kv_bytes: int) -> subprocess.Pop
         "--served-model-name",
         "node",
     ]
-    return launch(cmd, port, log_path, env={"VLLM_PLUGINS": "poc_kernels"})  # the server's endpoint plugin
+    env = dict(env or {})
+    if stock:
+        return launch(cmd, port, log_path, env=env, ready="/v1/models", drop=("VLLM_PLUGINS",))
+    # the endpoint plugin, serving the seeds API (the distance scheme) that this soak drives
+    return launch(cmd, port, log_path, env={"VLLM_PLUGINS": "poc_kernels", "POC_API": "distance", **env})
 
 
-def launch(cmd: list, port: int, log_path: str, timeout: float = 900.0, env: dict | None = None) -> subprocess.Popen:
-    """Start a server (its output to ``log_path``, in its own process group) and wait until /status answers."""
+def launch(
+    cmd: list,
+    port: int,
+    log_path: str,
+    timeout: float = 900.0,
+    env: dict | None = None,
+    ready: str = POW + "/status",
+    drop: tuple = (),
+) -> subprocess.Popen:
+    """Start a server (its output to ``log_path``, in its own process group) and wait until ``ready`` answers."""
     import httpx
 
     env = dict(os.environ, **(env or {}))
-    env.pop("TRITON_INTERPRET", None)
+    for name in ("TRITON_INTERPRET", *drop):
+        env.pop(name, None)
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
@@ -82,7 +107,7 @@ def launch(cmd: list, port: int, log_path: str, timeout: float = 900.0, env: dic
         if proc.poll() is not None:
             raise SystemExit(f"the server exited with {proc.returncode}; see {log_path}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}{POW}/status", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
@@ -128,13 +153,16 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--rss-slack", type=float, default=0.05, help="allowed growth of the total RSS (default 5%%)")
+    p.add_argument("--warm-rounds", type=int, default=5, help="rounds of warm-up before the flat check (default 5)")
+    p.add_argument("--traffic", choices=("poc", "stock"), default="poc", help="poc rounds, or the stock control")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="the server's environment")
     p.add_argument("--out", default=None, help="path prefix of the .json and .md reports")
     p.add_argument("--render", metavar="JSON", help="only write the markdown of an earlier run's JSON report")
     args = p.parse_args(argv)
     if args.render:
         with open(args.render) as f:
             r = json.load(f)
-        r.update(memory_summary(r["rss_samples"], r["startup_s"] + args.generate_s + 10))
+        r.update(memory_summary(r["rss_samples"], warm_time(r["rounds"], args.warm_rounds, r["startup_s"])))
         with open(args.render, "w") as f:
             json.dump(r, f, indent=1)
         with open(args.render[: -len(".json")] + ".md", "w") as f:
@@ -149,7 +177,9 @@ def main(argv=None) -> int:
     base = f"http://127.0.0.1:{port}"
     log_path = os.path.join(tempfile.gettempdir(), "poc-soak-server.log")  # the server's own log, not committed
     t_start = time.time()
-    proc = start(model, port, log_path, 512 << 20)
+    server_env = dict(e.split("=", 1) for e in args.env)
+    stock = args.traffic == "stock"
+    proc = start(model, port, log_path, 512 << 20, stock=stock, env=server_env)
     startup_s = time.time() - t_start
     samples, polls, rounds, errors = [], [], [], []
     done = threading.Event()
@@ -175,7 +205,11 @@ def main(argv=None) -> int:
     try:
         with httpx.Client(timeout=300) as client:
             n = 0
-            while time.time() < deadline:
+            while stock and time.time() < deadline:
+                n += 1
+                rounds.append({**stock_round(client, base, n, args, chat, errors), "t_end": time.time() - t_start})
+                print(f"round {n}: {rounds[-1]}", flush=True)
+            while not stock and time.time() < deadline:
                 n += 1
                 r = client.post(f"{base}{POW}/init/generate", json=dict(body, block_hash=f"soak{n}"))
                 if r.status_code != 200:
@@ -216,6 +250,7 @@ def main(argv=None) -> int:
                 verdict = v.json() if v.status_code == 200 else {}
                 rounds.append(
                     {
+                        "t_end": time.time() - t_start,
                         "round": n,
                         "checked": st["total_checked"],
                         "rate_per_s": st["rate_per_second"],
@@ -236,15 +271,19 @@ def main(argv=None) -> int:
         stop(proc)
 
     totals = [(s["t"], sum(s["rss"].values())) for s in samples if s["rss"]]
-    first_round_end = rounds and (args.generate_s + 10)  # warm: after the first round's generation
-    warm = [r for t, r in totals if t - startup_s > first_round_end] or [r for _, r in totals]
+    warm_t = warm_time(rounds, args.warm_rounds, startup_s)
+    first_t = warm_time(rounds, 1, startup_s)
+    warm = [r for t, r in totals if t >= warm_t] or [r for _, r in totals]
     base_rss = warm[0]
     tail = warm[-max(1, len(warm) // 4) :]
     growth = max(tail) / base_rss - 1
-    report_extra = memory_summary(samples, startup_s + first_round_end if rounds else 0.0)
+    after_first = next((r for t, r in totals if t >= first_t), totals[0][1])
+    report_extra = memory_summary(samples, warm_t)
     full = [q for q in polls if q["since"] == 0]
     inc = [q for q in polls if q["since"] != 0]
     report = {
+        "traffic": args.traffic,
+        "server_env": server_env,
         "command": "python bench/soak.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
         "date": time.strftime("%Y-%m-%d"),
@@ -254,7 +293,10 @@ def main(argv=None) -> int:
         "errors": errors,
         "rss_samples": samples,
         "status_polls": polls,
+        "warm_rounds": args.warm_rounds,
         "rss_warm_bytes": base_rss,
+        "rss_after_first_round_bytes": after_first,
+        "rss_growth_from_first_round": max(tail) / after_first - 1,
         "rss_tail_max_bytes": max(tail),
         "rss_growth": growth,
         "rss_flat": growth <= args.rss_slack,
@@ -266,9 +308,14 @@ def main(argv=None) -> int:
     }
     print(
         f"{len(rounds)} rounds, errors {len(errors)}; RSS after warm-up {base_rss / 2**20:.0f} MiB, "
-        f"last quarter max {max(tail) / 2**20:.0f} MiB ({100 * growth:+.1f}%, flat: {report['rss_flat']}); "
-        f"/status full {report['status_full_ms_median']:.1f} ms median, {report['status_full_bytes_max']} B max; "
-        f"incremental {report['status_incremental_ms_median']:.1f} ms, {report['status_incremental_bytes_max']} B"
+        f"last quarter max {max(tail) / 2**20:.0f} MiB ({100 * growth:+.1f}%, flat: {report['rss_flat']})"
+        + (
+            f"; /status full {report['status_full_ms_median']:.1f} ms median, {report['status_full_bytes_max']} B "
+            f"max; incremental {report['status_incremental_ms_median']:.1f} ms, "
+            f"{report['status_incremental_bytes_max']} B"
+            if full and inc
+            else ""
+        )
     )
     if args.out:
         with open(args.out + ".json", "w") as f:
@@ -276,6 +323,55 @@ def main(argv=None) -> int:
         with open(args.out + ".md", "w") as f:
             f.write(markdown(report))
     return 0 if report["rss_flat"] and not errors else 1
+
+
+def stock_round(client, base: str, n: int, args, chat: dict, errors: list) -> dict:
+    """One round of the control: the same prefill load as a PoC round, as plain completions (no PoC anywhere)."""
+    import random
+
+    rng = random.Random(n)
+
+    def prefill(count: int) -> int:
+        # random token ids: no two prompts share a prefix, as the salted PoC requests share none
+        prompts = [[rng.randrange(1000, 40000) for _ in range(args.seq_len)] for _ in range(count)]
+        body = {"model": "node", "prompt": prompts, "max_tokens": 1}
+        return client.post(f"{base}/v1/completions", json=body).status_code
+
+    checked, t_gen = 0, time.time()
+    while time.time() - t_gen < args.generate_s:
+        code = prefill(args.batch_size)
+        if code != 200:
+            errors.append(f"round {n} prefill: {code}")
+            break
+        checked += args.batch_size
+    rate = checked / (time.time() - t_gen)
+    chats: list = []
+    chatter = threading.Thread(
+        target=lambda: chats.extend(client.post(f"{base}/v1/chat/completions", json=chat).status_code for _ in range(4))
+    )
+    chatter.start()
+    t0 = time.time()
+    codes = [prefill(args.batch_size) for _ in range(64 // args.batch_size or 1)]
+    chatter.join()
+    if any(c != 200 for c in codes + chats):
+        errors.append(f"round {n}: prefill {codes}, chat {chats}")
+    return {
+        "round": n,
+        "checked": checked,
+        "rate_per_s": rate,
+        "valid": 0,
+        "validated": 64,
+        "validate_s": time.time() - t0,
+        "fraud_detected": None,
+        "n_invalid": None,
+        "chat_status": chats,
+    }
+
+
+def warm_time(rounds: list, n: int, startup_s: float) -> float:
+    """When round ``n`` ended (seconds from the start), or that of the last round when fewer ran."""
+    ends = [r["t_end"] for r in rounds if "t_end" in r]
+    return ends[min(n, len(ends)) - 1] if ends else startup_s
 
 
 def memory_summary(samples: list, warm_t: float) -> dict:
@@ -298,16 +394,22 @@ def memory_summary(samples: list, warm_t: float) -> dict:
 
 
 def markdown(r: dict) -> str:
+    stock = r.get("traffic") == "stock"
+    title = "stock vLLM server, the same prefill load without PoC (the control)" if stock else None
     lines = [
-        "# Soak of a PoC node (vLLM's server with the poc_kernels plugin)",
+        f"# Soak: {title}" if stock else "# Soak of a PoC node (vLLM's server with the poc_kernels plugin)",
         "",
         f"{r['machine']}; {r['date']}; model `{os.path.basename(r['model'])}`, float32. CPU figures.",
         "",
-        f"Command: `{r['command']}`",
+        f"Command: `{r['command']}`" + (f"; server environment {r['server_env']}" if r.get("server_env") else ""),
         "",
-        f"- {len(r['rounds'])} rounds (generate, validate beside chat, stop); errors: {len(r['errors'])}"
+        f"- {len(r['rounds'])} rounds "
+        + ("(prefill, then 64 prompts beside chat)" if stock else "(generate, validate beside chat, stop)")
+        + f"; errors: {len(r['errors'])}"
         + (": " + "; ".join(r["errors"]) if r["errors"] else ""),
-        f"- total RSS of the server's processes after the first round {r['rss_warm_bytes'] / 2**20:.0f} MiB, "
+        f"- total RSS of the server's processes after the first round {r['rss_after_first_round_bytes'] / 2**20:.0f}"
+        f" MiB; largest in the last quarter {r['rss_growth_from_first_round'] * 100:+.1f}% over it",
+        f"- after the warm-up ({r['warm_rounds']} rounds) {r['rss_warm_bytes'] / 2**20:.0f} MiB, "
         f"largest in the last quarter {r['rss_tail_max_bytes'] / 2**20:.0f} MiB ({100 * r['rss_growth']:+.1f}%): "
         f"{'flat' if r['rss_flat'] else 'NOT flat'}",
         "- per process, after warm-up -> at the end (MiB): "
@@ -317,7 +419,9 @@ def markdown(r: dict) -> str:
         f"- second half of the run: total RSS within {r['rss_second_half_range_mib'][0]:.0f}–"
         f"{r['rss_second_half_range_mib'][1]:.0f} MiB (largest {100 * r['rss_second_half_growth']:+.1f}% over its "
         "first sample)",
-        f"- `/status` (every valid nonce): median {r['status_full_ms_median']:.1f} ms, at most "
+        ""
+        if stock
+        else f"- `/status` (every valid nonce): median {r['status_full_ms_median']:.1f} ms, at most "
         f"{r['status_full_bytes_max']} bytes; with `since=` (only what is new): median "
         f"{r['status_incremental_ms_median']:.1f} ms, at most {r['status_incremental_bytes_max']} bytes",
         "",

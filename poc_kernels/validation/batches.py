@@ -226,11 +226,13 @@ class _Batch(BaseModel):
 
     public_key: str
     block_hash: str
-    block_height: int = Field(ge=0)
+    #: -1 only in the empty batch (:meth:`ProofBatch.empty`)
+    block_height: int = Field(ge=-1)
     nonces: list[_Nonce]
     #: claimed distances (ProofBatch) or recomputed distances (ValidatedBatch), one per nonce
     dist: list[_Distance]
-    node_id: int = Field(ge=0)
+    #: -1 only in the empty batch
+    node_id: int = Field(ge=-1)
 
     @field_validator("nonces", "dist", mode="before")
     @classmethod
@@ -247,6 +249,9 @@ class _Batch(BaseModel):
             seen = set()
             dup = next(n for n in self.nonces if n in seen or seen.add(n))
             raise ValueError(f"nonces must be unique, nonce {dup} appears more than once")
+        for name in ("block_height", "node_id"):
+            if getattr(self, name) == -1 and (self.nonces or self.public_key or self.block_hash):
+                raise ValueError(f"{name} = -1 marks the empty batch only (no nonces, no key, no block hash)")
         return self
 
     def __len__(self) -> int:
@@ -262,8 +267,14 @@ class ProofBatch(_Batch):
          "nonces": [int in [0, 2**32)], "dist": [finite float >= 0], "node_id": int >= 0}
 
     Nonces are unique and ``dist`` has one entry per nonce. ``nonces`` and
-    ``dist`` also accept numpy arrays and torch tensors.
+    ``dist`` also accept numpy arrays and torch tensors. ``block_height`` and
+    ``node_id`` are -1 in the empty batch only (:meth:`empty`).
     """
+
+    @classmethod
+    def empty(cls) -> ProofBatch:
+        """The original API's empty batch: no nonces, empty key and hash, ``block_height`` and ``node_id`` -1."""
+        return cls(public_key="", block_hash="", block_height=-1, nonces=[], dist=[], node_id=-1)
 
     def sub_batch(self, r_target: float) -> ProofBatch:
         """Return the batch of the nonces whose claimed distance is below ``r_target`` (the valid ones), in order."""

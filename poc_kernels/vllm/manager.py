@@ -40,6 +40,8 @@ NONCE_SPACE = 2**32
 MAX_BATCH_TOKENS = int(os.environ.get("POC_MAX_BATCH_TOKENS", str(2**22)))
 #: With an engine that takes prompt_embeds: the most embedding bytes one batch may hold in this process.
 MAX_EMBED_BYTES = int(os.environ.get("POC_MAX_EMBED_BYTES", str(1 << 30)))
+#: How long shutdown waits for callbacks still being delivered.
+CALLBACK_DRAIN_S = 5.0
 
 
 class PoCState(str, Enum):
@@ -86,31 +88,61 @@ class RoundConfig(BaseModel):
     def callback(self, path: str) -> Optional[str]:
         """The callback URL for ``path`` (``/generated`` or ``/validated``): joined to the URL's path, before its
         query and fragment, which are kept (tokens live there)."""
-        if self.callback_url is None:
-            return None
-        from urllib.parse import urlsplit, urlunsplit
+        from ._http import join_callback
 
-        parts = urlsplit(str(self.callback_url))
-        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
+        return join_callback(self.callback_url, path)
 
 
 class CallbackSender:
-    """Delivers JSON payloads in the background: bounded retries with exponential backoff, failures recorded."""
+    """Delivers JSON payloads in the background: bounded retries with exponential backoff, failures recorded.
 
-    def __init__(self, attempts: Optional[int] = None, backoff_s: Optional[float] = None, timeout_s: float = 5.0):
+    At most ``max_concurrent`` deliveries run at once; at most ``max_waiting``
+    more wait for a slot, and beyond that the oldest waiting one is dropped
+    (counted in ``dropped``), so that a receiver that is down costs bounded
+    memory however long the node runs.
+    """
+
+    def __init__(
+        self,
+        attempts: Optional[int] = None,
+        backoff_s: Optional[float] = None,
+        timeout_s: float = 5.0,
+        max_concurrent: Optional[int] = None,
+        max_waiting: Optional[int] = None,
+    ):
         self.attempts = attempts or int(os.environ.get("POC_CALLBACK_ATTEMPTS", "5"))
         self.backoff_s = backoff_s if backoff_s is not None else float(os.environ.get("POC_CALLBACK_BACKOFF_S", "0.5"))
         self.timeout_s = timeout_s
+        self.max_concurrent = max_concurrent or int(os.environ.get("POC_CALLBACK_MAX_CONCURRENT", "10"))
+        self.max_waiting = max_waiting or int(os.environ.get("POC_CALLBACK_MAX_WAITING", "1000"))
         self.delivered = 0
         self.failed = 0
+        self.dropped = 0
         self.failures: deque = deque(maxlen=20)
         self._pending: set = set()
+        self._waiting: deque = deque()
+        self._slots: Optional[asyncio.Semaphore] = None
 
     def send(self, url: str, payload: dict) -> None:
         """Queue one delivery (returns at once)."""
-        task = asyncio.get_running_loop().create_task(self._deliver(url, payload))
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrent)
+        while len(self._waiting) >= self.max_waiting:
+            oldest = self._waiting.popleft()
+            oldest.cancel()
+            self._pending.discard(oldest)
+            self.dropped += 1
+        task = asyncio.get_running_loop().create_task(self._deliver_when_free(url, payload))
+        self._waiting.append(task)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _deliver_when_free(self, url: str, payload: dict) -> None:
+        async with self._slots:
+            me = asyncio.current_task()
+            if me in self._waiting:
+                self._waiting.remove(me)
+            await self._deliver(url, payload)
 
     async def _deliver(self, url: str, payload: dict) -> None:
         import httpx
@@ -138,14 +170,22 @@ class CallbackSender:
         return {
             "delivered": self.delivered,
             "failed": self.failed,
+            "dropped": self.dropped,
             "pending": len(self._pending),
             "failures": list(self.failures),
         }
 
-    async def drain(self) -> None:
-        """Wait for the queued deliveries (tests and shutdown)."""
-        if self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+    async def drain(self, timeout: Optional[float] = None) -> None:
+        """Wait for the queued deliveries (tests and shutdown); with ``timeout``, cancel what is left after it."""
+        tasks = list(self._pending)
+        if not tasks:
+            return
+        done, left = await asyncio.wait(tasks, timeout=timeout)
+        for task in left:
+            task.cancel()
+        if left:
+            logger.warning("PoC callbacks: %d deliveries still pending at shutdown were cancelled", len(left))
+            await asyncio.gather(*left, return_exceptions=True)
 
 
 class PoCManager:
@@ -280,7 +320,7 @@ class PoCManager:
         async with self._lock:
             await self._end_round()
             self.state = PoCState.STOPPED
-        await self.callbacks.drain()
+        await self.callbacks.drain(timeout=CALLBACK_DRAIN_S)
 
     async def _end_round(self) -> None:
         """Stop generating, cancel the round's validations, remove its layer transform; a new round id."""

@@ -27,6 +27,7 @@ earlier releases; the layer transforms still run in the graph).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Optional
 
 import torch
@@ -54,6 +55,12 @@ from .protocol import (
 )
 
 __all__ = ["WORKER_EXTENSION", "AsyncPoCRunner", "PoCBatchResult", "PoCRunner"]
+
+logger = logging.getLogger("poc_kernels.vllm")
+
+#: How often an async RPC checks that the engine is still alive, and how long cleaning up a cut batch may take.
+RPC_POLL_S = 0.5
+RPC_CLEANUP_S = 10.0
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -306,20 +313,62 @@ class AsyncPoCRunner(_RunnerBase):
         )
         if batch is None:
             return self._empty(finish)
-        await self.engine.collective_rpc(RPC_BEGIN, args=(batch.begin.to_wire(),))
+        await self._rpc(RPC_BEGIN, batch.begin.to_wire())
 
         async def drain(rid, prompt, params):
             async for _ in self.engine.generate(prompt, params, rid):
                 pass
 
         try:
-            await asyncio.gather(*(drain(*r) for r in batch.requests))
-            answers = await self.engine.collective_rpc(RPC_FINISH, args=(batch.finish.to_wire(),))
+            await self._alive(asyncio.gather(*(drain(*r) for r in batch.requests)))
+            answers = await self._rpc(RPC_FINISH, batch.finish.to_wire())
         except BaseException:
-            await self.engine.abort(batch.request_ids)
-            await self.engine.collective_rpc(RPC_ABORT, args=(batch.finish.tag,))
+            if not getattr(self.engine, "errored", False):  # a dead engine has nothing left to clean
+                await asyncio.shield(self._clean_up(batch))
             raise
         return batch.result(answers)
+
+    async def _clean_up(self, batch: Any) -> None:
+        """Abort ``batch``'s requests and drop its worker state (best effort: never raises, never hangs)."""
+        import asyncio
+
+        try:
+            await asyncio.wait_for(self.engine.abort(batch.request_ids), RPC_CLEANUP_S)
+            await asyncio.wait_for(self._rpc(RPC_ABORT, batch.finish.tag), RPC_CLEANUP_S)
+        except Exception as exc:
+            tag = batch.finish.tag
+            logger.warning("poc_kernels: cleaning up batch %s failed: %s: %s", tag, type(exc).__name__, exc)
+
+    async def _rpc(self, method: str, *args: Any) -> Any:
+        """``collective_rpc`` that fails with the engine's error once the engine is dead (see :meth:`_alive`)."""
+        return await self._alive(self.engine.collective_rpc(method, args=args))
+
+    async def _alive(self, work: Any) -> Any:
+        """Await ``work`` (a coroutine on the engine), failing with the engine's error once the engine is dead.
+
+        vLLM's utility calls and request streams wait for answers that a dead
+        engine never sends: after a worker crash, or once a signal has shut the
+        engine client down, a PoC batch in flight would hang its caller, and
+        the server's graceful shutdown with it (it waits for open requests).
+        """
+        import asyncio
+
+        if getattr(self.engine, "errored", False):
+            work.close() if asyncio.iscoroutine(work) else work.cancel()
+            raise self.engine.dead_error
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=RPC_POLL_S)
+                if done:
+                    return task.result()
+                if getattr(self.engine, "errored", False):
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise self.engine.dead_error
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
 
     async def set_layer_hooks(self, block_hash: str, normalize: bool = True) -> int:
         """Run later distance-scheme batches with the layer transform of ``block_hash`` (see ``PoCRunner``)."""
@@ -333,4 +382,4 @@ class AsyncPoCRunner(_RunnerBase):
 
     async def stats(self) -> list:
         """Return every worker's PoC counters."""
-        return await self.engine.collective_rpc(RPC_STATS)
+        return await self._rpc(RPC_STATS)

