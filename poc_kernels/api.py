@@ -7,10 +7,12 @@ as the vLLM worker never choose kernels themselves.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
 
+from ._cache import LRUCache
 from ._checks import (
     NoncesLike,
     check_artifact_args,
@@ -18,6 +20,7 @@ from ._checks import (
     check_distance_args,
     check_input_args,
     check_layer_args,
+    check_str,
     check_token_input_args,
     check_token_layer_args,
 )
@@ -35,6 +38,7 @@ __all__ = [
     "compute_artifacts",
     "compute_distances",
     "generate_inputs",
+    "projection",
     "register_backend",
     "write_token_inputs_",
 ]
@@ -83,6 +87,30 @@ def _resolve(backend: str, device: torch.device, op: str) -> Backend:
     return impl
 
 
+#: the random projections of the latest block hashes (2 x H^2 float32 per block: 128 MiB at H = 4096)
+_PROJECTIONS = LRUCache(4)
+
+
+def projection(block_hash: str, hidden_size: int, which: str, device="cpu") -> torch.Tensor:
+    """Return the cached random projection ``which`` ("pre" or "post", SPEC §10) float32 ``[H, H]`` on ``device``."""
+    from . import vectors
+
+    device = torch.device(device)
+    key = (block_hash, hidden_size, which, str(device))
+    return _PROJECTIONS.get(key, lambda: vectors.random_projection(block_hash, hidden_size, which, device=device))
+
+
+def _project_hidden(last_hidden: torch.Tensor, block_hash: str) -> torch.Tensor:
+    """``h + h @ P_post`` of the float32 hidden states (SPEC §10), before either scheme's post-processing."""
+    from . import vectors
+
+    if not isinstance(last_hidden, torch.Tensor) or last_hidden.dim() != 2 or not last_hidden.dtype.is_floating_point:
+        return last_hidden  # the scheme's own checks name the problem
+    check_str(block_hash, "block_hash")
+    h = last_hidden.float()
+    return vectors.project(h, projection(block_hash, h.shape[1], "post", h.device))
+
+
 def compute_distances(
     last_hidden: torch.Tensor,
     block_hash: str,
@@ -94,6 +122,7 @@ def compute_distances(
     num_reflections: int = NUM_REFLECTIONS,
     backend: str = "auto",
     lm_head: str = "auto",
+    random_projection: bool = False,
 ) -> torch.Tensor:
     """Return each nonce's PoC distance (SPEC §5) as float32 ``[B]`` on ``last_hidden``'s device.
 
@@ -108,7 +137,13 @@ def compute_distances(
     stored), ``"cached"`` materializes the matrix once per block hash and
     ``"auto"`` picks the faster one (``"cached"`` by the roofline of
     bench/ROOFLINE.md). The other backends always cache it.
+
+    ``random_projection`` (SPEC §10, off by default): the hidden states
+    become ``h + h @ P_post`` (float32, :func:`poc_kernels.vectors.project`)
+    first. Off, nothing changes.
     """
+    if check_bool(random_projection, "random_projection"):
+        last_hidden = _project_hidden(last_hidden, block_hash)
     args = check_distance_args(
         last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections, lm_head
     )
@@ -127,6 +162,7 @@ def generate_inputs(
     out: Optional[torch.Tensor] = None,
     backend: str = "auto",
     stronger_rng: bool = False,
+    random_projection: bool = False,
 ) -> torch.Tensor:
     """Return the random input embeddings (SPEC §6) as ``[B, seq_len, H]`` in ``dtype`` on ``device``.
 
@@ -134,9 +170,20 @@ def generate_inputs(
     tensor of that shape, dtype and device) the result is written into it.
     ``stronger_rng``: the stronger inputs of SPEC-ARTIFACTS §2 (eight seeds per
     nonce from one SHA-256, one per segment), which a round may set.
+    ``random_projection`` (SPEC §10, off by default): every float32 row ``x``
+    becomes ``x + x @ P_pre`` before the cast. Off, nothing changes.
     """
     args = check_input_args(block_hash, public_key, nonces, seq_len, hidden_size, dtype, device, out, stronger_rng)
-    return _resolve(backend, args.device, "generate_inputs").generate_inputs(args)
+    impl = _resolve(backend, args.device, "generate_inputs")
+    if not check_bool(random_projection, "random_projection"):
+        return impl.generate_inputs(args)
+    from . import vectors
+
+    x = impl.generate_inputs(dataclasses.replace(args, dtype=torch.float32, out=None))
+    x = vectors.project(x, projection(block_hash, args.hidden_size, "pre", args.device))
+    if args.out is None:
+        return x.to(args.dtype)
+    return args.out.copy_(x)
 
 
 def compute_artifacts(
@@ -147,6 +194,7 @@ def compute_artifacts(
     *,
     k: int = ARTIFACT_K,
     backend: str = "auto",
+    random_projection: bool = False,
 ) -> torch.Tensor:
     """Return each nonce's artifact (SPEC-ARTIFACTS §4) as float32 unit vectors ``[B, k]`` on ``last_hidden``'s device.
 
@@ -157,8 +205,11 @@ def compute_artifacts(
     SPEC-ARTIFACTS §5 on every device. A row holding NaN or Inf gives a NaN row
     (no artifact); an all-zero row gives the all-zero artifact. The float16
     artifact sent over the network is this rounded to nearest even
-    (``poc_kernels.validation.encode_artifacts``).
+    (``poc_kernels.validation.encode_artifacts``). ``random_projection`` as in
+    :func:`compute_distances`.
     """
+    if check_bool(random_projection, "random_projection"):
+        last_hidden = _project_hidden(last_hidden, block_hash)
     args = check_artifact_args(last_hidden, block_hash, public_key, nonces, k)
     return _resolve(backend, args.last_hidden.device, "compute_artifacts").compute_artifacts(args)
 

@@ -10,6 +10,8 @@ POC_OUTPUT_DIM: int = 8192
 NUM_REFLECTIONS: int = 8
 #: Scale of the random lm_head, ``W = LM_HEAD_SCALE * N`` (SPEC §4; cancels after normalization).
 LM_HEAD_SCALE: float = 0.02
+#: Scale of the random projections, ``P = RANDOM_PROJECTION_SCALE * N`` (SPEC §10).
+RANDOM_PROJECTION_SCALE: float = 0.01
 #: Epsilon of the layer-hook normalization ``y = x / (||x|| + eps)`` (SPEC §7).
 LAYER_HOOK_EPS: float = 1e-8
 #: Nonces are unsigned 32-bit integers.

@@ -81,6 +81,13 @@ def target_seed(block_hash: str) -> int:
     return seed_from_string(f"{block_hash}_target")
 
 
+def random_projection_seed(block_hash: str, which: str) -> int:
+    """Return the seed of the random projection ``which`` ("pre" or "post") of ``block_hash`` (SPEC §10)."""
+    if which not in ("pre", "post"):
+        raise ValueError(f"which must be 'pre' or 'post', got {which!r}")
+    return seed_from_string(f"{block_hash}_random_projection_{which}")
+
+
 def layer_seed(block_hash: str, layer: int) -> int:
     """Return the seed of the layer-hook reflection vector of decoder layer ``layer``."""
     return seed_from_string(f"{block_hash}_layer_{layer}_householder")

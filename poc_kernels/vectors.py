@@ -9,7 +9,9 @@ vectors against the contract's streams on their own:
 - ``sign_flips``: ``+1`` where ``U(seed_signs) > 0.5``, else ``-1`` (float32);
 - ``reflection_vectors``: ``v_r = N(seed_r, H) / ||N||`` (float64);
 - ``layer_vector``: ``v_i = N(seed_layer_i, H) / ||N||`` (float32);
-- ``haar_vectors``: ``u_j = N(seed_haar_j, k) / (||N|| + 1e-30)`` of the artifact scheme (float64).
+- ``haar_vectors``: ``u_j = N(seed_haar_j, k) / (||N|| + 1e-30)`` of the artifact scheme (float64);
+- ``random_projection``: ``P = 0.01 * N(seed_projection, H*H).view(H, H)`` (float32, SPEC §10), and
+  ``project``: ``x + x @ P`` in a fixed order.
 
 Norms use :func:`tree_sum`, a fixed pairwise order of elementwise adds, so a
 vector never depends on the device's reduction heuristics or thread count.
@@ -21,14 +23,16 @@ import torch
 
 from . import rng
 from ._checks import check_int, check_str
-from .constants import HAAR_EPS, LM_HEAD_SCALE, POC_OUTPUT_DIM
-from .seeds import layer_seed, lm_head_seed, target_seed
+from .constants import HAAR_EPS, LM_HEAD_SCALE, POC_OUTPUT_DIM, RANDOM_PROJECTION_SCALE
+from .seeds import layer_seed, lm_head_seed, random_projection_seed, target_seed
 
 __all__ = [
     "haar_vectors",
     "layer_vector",
     "lm_head",
     "norm",
+    "project",
+    "random_projection",
     "reflection_vectors",
     "sign_flips",
     "target",
@@ -109,3 +113,47 @@ def haar_vectors(seeds: torch.Tensor, k: int) -> torch.Tensor:
     u = rng.normal(seeds.reshape(-1), k).double()
     u = u / (norm(u) + HAAR_EPS)[:, None]
     return u.view(*seeds.shape, k)
+
+
+def random_projection(block_hash: str, hidden_size: int, which: str, *, device="cpu") -> torch.Tensor:
+    """Return the random projection ``P = 0.01 * N(seed, H*H).view(H, H)`` as float32 ``[H, H]`` on ``device``.
+
+    SPEC §10: ``which`` is ``"pre"`` (applied to the input embeddings) or
+    ``"post"`` (to the final hidden state). The matrices come from the counter
+    streams, so every device builds the same ones (the original sketch drew
+    them with ``torch.Generator``, whose CPU and CUDA streams differ).
+    """
+    check_str(block_hash, "block_hash")
+    hidden_size = check_int(hidden_size, "hidden_size", 1)
+    seed = random_projection_seed(block_hash, which)
+    p = rng.normal(seed, hidden_size * hidden_size, device=torch.device(device))
+    return p.mul_(RANDOM_PROJECTION_SCALE).view(hidden_size, hidden_size)
+
+
+#: float64 products one step of :func:`project` may hold (64 MiB)
+_PROJECT_CHUNK = 1 << 23
+
+
+def project(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Return ``x + x @ p`` as float32 ``[..., H]``, in float64 with :func:`tree_sum` (a fixed order), rounded once.
+
+    ``x`` is float32 ``[..., H]``, ``p`` float32 ``[H, H]`` on the same device.
+    Products of two float32 values are exact in float64 and the sums run in a
+    fixed pairwise order of elementwise adds, so each output row is the same on
+    every device and in every batch. It is the float64 value rounded once to
+    float32: within 1e-6 of it (SPEC §10) wherever float32 can hold that, i.e.
+    for results below 16 in magnitude.
+    """
+    if x.dtype != torch.float32 or p.dtype != torch.float32:
+        raise TypeError(f"x and p must be float32, got {x.dtype} and {p.dtype}")
+    h = p.shape[0]
+    if p.shape != (h, h) or x.shape[-1] != h:
+        raise ValueError(f"p must be [H, H] with H = x.shape[-1] = {x.shape[-1]}, got {tuple(p.shape)}")
+    rows = x.reshape(-1, h).double()
+    pt = p.double().t().contiguous()  # [j, i]: output j sums over i along the last dim
+    out = torch.empty(rows.shape, dtype=torch.float32, device=x.device)
+    step = max(1, _PROJECT_CHUNK // (h * h))
+    for i in range(0, rows.shape[0], step):
+        r = rows[i : i + step]
+        out[i : i + step] = (r + tree_sum(r[:, None, :] * pt[None])).float()
+    return out.view(x.shape)
