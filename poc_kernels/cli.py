@@ -4,6 +4,7 @@ Sub-commands::
 
     calibrate   the analytic distance law: r_target for a valid rate, the valid rate at an r_target,
                 and (with --honest-distances) the vector mismatch threshold
+    audit       how much of a proof a model gives away: structure, the model-free attack, the test's power
     power       the binomial fraud test: critical mismatch count, false-positive rate, exact power,
                 and a Monte Carlo of it
     simulate    stake-weighted validators voting on a target, round after round
@@ -185,6 +186,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--json", action="store_true", help="print one JSON object instead of the path")
     w.set_defaults(handler=_weights, subparser=w, plot=None)
+
+    a = sub.add_parser(
+        "audit",
+        help="how much of a proof can be had without running the model (structure, model-free attack, power)",
+        description="For a model (default: the embedded SmolLM2 weights), per block hash, for the distance "
+        "scheme with sign flips and with layer hooks and for the artifact scheme, each with and without the "
+        "random projection (SPEC §10): the structure of the final hidden state, the best model-free predictor "
+        "(the mean final hidden state of a public calibration set, post-processed with the challenged nonce's "
+        "public seeds), how often it passes, and the exact power of the fraud test against it.",
+    )
+    a.add_argument("--model", default=None, help="checkpoint directory (default: the embedded SmolLM2 weights)")
+    a.add_argument("--nonces", type=_int_at_least(1), default=128, help="challenged nonces per block (default 128)")
+    a.add_argument("--calibration", type=_int_at_least(1), default=32, help="calibration nonces per block (default 32)")
+    a.add_argument("--seq-len", type=_int_at_least(1), default=16, help="input length (default 16)")
+    a.add_argument("--batch-size", type=_int_at_least(1), default=32, help="sequences per forward (default 32)")
+    a.add_argument(
+        "--blocks",
+        type=lambda t: [b for b in t.split(",") if b],
+        default=["block_alpha", "block_beta"],
+        metavar="B,B,...",
+        help="block hashes (default block_alpha,block_beta)",
+    )
+    a.add_argument("--r-target", type=_positive_number, default=1.416, help="distance threshold (default 1.416)")
+    a.add_argument(
+        "--schemes",
+        type=lambda t: [x for x in t.split(",") if x],
+        default=["sign_flips", "layer_hooks", "artifact"],
+        metavar="S,S,...",
+        help="of sign_flips, layer_hooks, artifact (default all)",
+    )
+    a.add_argument("--no-projection", action="store_true", help="skip the runs with the random projection")
+    a.add_argument("--out", metavar="REPORT.json", help="also write the full report (per-nonce figures) here")
+    _add_output_options(a)
+    a.set_defaults(handler=_audit, subparser=a)
 
     s = sub.add_parser(
         "simulate",
@@ -467,6 +502,50 @@ def _check_plot_path(path: str, parser) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         parser.error(f"argument --plot: directory {parent!r} does not exist")
+
+
+def _audit(args, parser):
+    from . import audit
+
+    bad = [x for x in args.schemes if x not in audit.SCHEMES]
+    if bad or not args.schemes:
+        parser.error(f"argument --schemes: must be a comma-separated list of {', '.join(audit.SCHEMES)}, got {bad}")
+    if not args.blocks:
+        parser.error("argument --blocks: must name at least one block hash")
+    if args.out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        parser.error(f"argument --out: directory {os.path.dirname(os.path.abspath(args.out))!r} does not exist")
+    path = args.model
+    if path is None:
+        from .weights import smollm2_dir
+
+        path = str(smollm2_dir())
+    elif not os.path.isdir(path):
+        parser.error(f"argument --model: {path!r} is not a checkpoint directory")
+    hidden = audit.HiddenStates.from_path(path, seq_len=args.seq_len, batch_size=args.batch_size)
+    report = audit.audit(
+        hidden,
+        blocks=args.blocks,
+        nonces=args.nonces,
+        calibration=args.calibration,
+        r_target=args.r_target,
+        schemes=args.schemes,
+        projections=(False,) if args.no_projection else (False, True),
+        progress=lambda text: print(f"audit: {text}", file=sys.stderr, flush=True),
+    )
+    report = {"command": "audit", "model": path, "seq_len": args.seq_len, **report}
+    if args.out is not None:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1, allow_nan=False)
+
+    def plot(out):
+        from .plots import plot_audit
+
+        plot_audit(out, report)
+
+    summary = {k: v for k, v in report.items() if k != "runs"}
+    summary["runs"] = [{k: v for k, v in run.items() if k != "blocks"} for run in report["runs"]]
+    text = audit.format_report(report) + (f"\n\nreport written to {args.out}" if args.out else "")
+    return summary, text, plot
 
 
 def _weights(args, parser):

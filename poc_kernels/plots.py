@@ -18,7 +18,7 @@ from .validation.distribution import distance_mean, distance_pdf, distance_std
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["plot_distance_density", "plot_power_curves", "plot_vote_shares", "supported_formats"]
+__all__ = ["plot_audit", "plot_distance_density", "plot_power_curves", "plot_vote_shares", "supported_formats"]
 
 
 def _pyplot():
@@ -159,3 +159,38 @@ def plot_vote_shares(path: PathLike, simulations: Sequence[validation.NetworkSim
         )
     ax.legend(loc="upper right", fontsize=8)
     _save(fig, path)
+
+
+def plot_audit(path: PathLike, report: dict) -> None:
+    """Histograms of the audit (``poc_kernels.audit``), one panel per scheme and projection setting, on the first
+    block: the honest distances (distance scheme) or the predicted artifacts' distance to the true ones (artifact
+    scheme), split by the sign of the dominant coordinate where the post-processing sees it."""
+    plt = _pyplot()
+    runs = report["runs"]
+    block = report["blocks"][0]
+    cols = 2
+    rows = (len(runs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.2 * rows), squeeze=False)
+    try:
+        for ax, run in zip(axes.flat, runs):
+            row = run["blocks"][block]
+            d = np.asarray(row["attack"]["distances"], dtype=float)
+            sign = np.asarray(row["dominant_sign"])
+            bins = np.linspace(np.nanmin(d), np.nanmax(d), 40) if np.isfinite(d).any() else 10
+            for s, color in ((1, "tab:blue"), (-1, "tab:orange")):
+                ax.hist(d[sign == s], bins=bins, alpha=0.6, color=color, label=f"dominant sign {'+' if s > 0 else '−'}")
+            if "false_claim_rate" in run:
+                ax.axvline(report["r_target"], color="k", lw=1, ls="--", label="r_target")
+                ax.set_xlabel("honest distance")
+            else:
+                ax.axvline(0.02, color="k", lw=1, ls="--", label="0.02")
+                ax.set_xlabel("predicted artifact's distance to the true one")
+            proj = "with" if run["random_projection"] else "without"
+            ax.set_title(f"{run['scheme']}, {proj} random projection ({block})", fontsize=9)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(runs) :]:
+            ax.axis("off")
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)

@@ -31,6 +31,7 @@ LAYERS = {
     "poc_kernels.api": 4,
     "poc_kernels.validation": 4,
     "poc_kernels.distribution": 4,  # the former name of validation.distribution
+    "poc_kernels.audit": 5,  # runs a transformers model
     "poc_kernels.cli": 5,
     "poc_kernels.plots": 5,
     "poc_kernels.weights": 5,
