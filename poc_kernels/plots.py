@@ -183,7 +183,8 @@ def plot_audit(path: PathLike, report: dict) -> None:
                 ax.axvline(report["r_target"], color="k", lw=1, ls="--", label="r_target")
                 ax.set_xlabel("honest distance")
             else:
-                ax.axvline(0.02, color="k", lw=1, ls="--", label="0.02")
+                ax.axvline(0.02, color="k", lw=1, ls="--", label="0.02 (deployed)")
+                ax.axvline(0.4, color="k", lw=1, ls=":", label="0.4 (network client)")
                 ax.set_xlabel("predicted artifact's distance to the true one")
             proj = "with" if run["random_projection"] else "without"
             ax.set_title(f"{run['scheme']}, {proj} random projection ({block})", fontsize=9)

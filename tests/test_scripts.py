@@ -129,6 +129,16 @@ def test_trained_structure_and_model_spread_scripts(tiny_qwen3):
     assert set(json.loads(proc.stdout)["block_means"]) == {"b1", "b2"}
 
 
+def test_audit_centering_script(tiny_qwen3):
+    args = "--nonces 8 --calibration 4 --public 4 --seq-len 4 --blocks b1 --json".split()
+    proc = _run("audit_centering.py", "--model", str(tiny_qwen3[0]), *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)["rows"]
+    assert [r["variant"] for r in rows] == ["as specified", "centered"]
+    assert all(0.0 < r["mean"] < 2.0 and 0.0 <= r["false_claim_rate"] <= 1.0 for r in rows)
+    assert rows[0]["mean"] != rows[1]["mean"]  # the variant post-processes other states
+
+
 def test_artifact_precision_script(tiny_qwen3):
     # Two engines of the same dtype: run to run, the artifacts must agree exactly, so every L2 is 0.
     args = "--engine transformers --nonces 5 --batch-size 2 --seq-len 8 --dtypes float32 float32 --json".split()
