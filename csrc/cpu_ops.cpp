@@ -322,6 +322,55 @@ at::Tensor compute_artifacts_cpu(const at::Tensor& last_hidden, const at::Tensor
   return out;
 }
 
+// SPEC §10: x + x @ p, the sum over i of the exact float64 products x_i * p[i][j] folded in the fixed pairwise
+// order of poc_kernels.vectors.tree_sum (zero padded to m = 2^ceil(log2 H); v[i] += v[i + m/2], then m/2, ...),
+// then x_j added in float64 and the result rounded once: the same bits as vectors.project, in every batch.
+at::Tensor project_cpu(const at::Tensor& x, const at::Tensor& p) {
+  check_cpu(x, "x");
+  check_cpu(p, "p");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && p.scalar_type() == at::kFloat, "x and p must be float32, got ",
+              x.scalar_type(), " and ", p.scalar_type());
+  TORCH_CHECK(p.dim() == 2 && p.size(0) == p.size(1), "p must be [H, H], got shape ", p.sizes());
+  const int64_t H = p.size(0);
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == H, "x must be [..., H] with H = ", H, ", got shape ", x.sizes());
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  const int64_t rows = H ? x.numel() / H : 0;
+  if (rows == 0) return out;
+  const at::Tensor xc = x.contiguous(), pc = p.contiguous();
+  const float* xp = xc.data_ptr<float>();
+  const float* pp = pc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  int64_t m = 1;
+  while (m < H) m <<= 1;
+  constexpr int64_t kCols = 64;  // output columns folded together: the fold runs over [m][kCols] doubles
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> buf(static_cast<size_t>(m * kCols));
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = xp + r * H;
+      for (int64_t j0 = 0; j0 < H; j0 += kCols) {
+        const int64_t nj = std::min(kCols, H - j0);
+        for (int64_t i = 0; i < H; ++i) {
+          const double xi = static_cast<double>(xr[i]);
+          const float* prow = pp + i * H + j0;
+          double* b = buf.data() + i * kCols;
+          for (int64_t jj = 0; jj < nj; ++jj) b[jj] = xi * static_cast<double>(prow[jj]);
+        }
+        std::fill(buf.begin() + H * kCols, buf.end(), 0.0);
+        for (int64_t half = m >> 1; half >= 1; half >>= 1) {
+          for (int64_t i = 0; i < half; ++i) {
+            double* lo = buf.data() + i * kCols;
+            const double* hi = buf.data() + (i + half) * kCols;
+            for (int64_t jj = 0; jj < nj; ++jj) lo[jj] = lo[jj] + hi[jj];
+          }
+        }
+        for (int64_t jj = 0; jj < nj; ++jj)
+          op[r * H + j0 + jj] = static_cast<float>(static_cast<double>(xr[j0 + jj]) + buf[jj]);
+      }
+    }
+  });
+  return out;
+}
+
 bool set_simd_enabled(bool enabled) {
   const bool previous = simd_enabled();
   simd_enabled() = enabled && POC_HAVE_AVX2;

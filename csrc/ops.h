@@ -34,6 +34,7 @@ void normal_cpu_(at::Tensor& out, const at::Tensor& seeds, double scale);
 // out[i] = N(seed, n)[start + i] for the contiguous 1-D out (float32, float64, float16 or bfloat16; computed
 // in float32 and cast once): a slice of one stream, from the pairs it needs only.
 void normal_slice_cpu_(at::Tensor& out, int64_t seed, int64_t n, int64_t start);
+at::Tensor project_cpu(const at::Tensor& x, const at::Tensor& p);
 
 // SPEC §5 distances, float32 [B].
 at::Tensor compute_distances_cpu(const at::Tensor& last_hidden, const at::Tensor& weight, const at::Tensor& target,

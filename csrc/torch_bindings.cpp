@@ -28,6 +28,10 @@ TORCH_LIBRARY(poc_kernels, m) {
   m.def("normal_slice_(Tensor(a!) out, int seed, int n, int start) -> ()");
   m.impl("normal_slice_", c10::DeviceType::CPU, &poc::normal_slice_cpu_);
 
+  // SPEC §10: x + x @ p, float32 [..., H], in vectors.tree_sum's fixed order (the same bits as vectors.project).
+  m.def("project(Tensor x, Tensor p) -> Tensor");
+  m.impl("project", c10::DeviceType::CPU, &poc::project_cpu);
+
   // SPEC §5: float32 [B].
   m.def(
       "compute_distances(Tensor last_hidden, Tensor weight, Tensor target, Tensor? sign_seeds, "

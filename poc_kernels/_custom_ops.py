@@ -31,6 +31,7 @@ __all__ = [
     "sign_stream",
     "normal_",
     "normal_slice_",
+    "project",
     "compute_distances",
     "compute_artifacts",
 ]
@@ -98,6 +99,10 @@ if HAS_EXT:
     def _normal_slice_fake(out, seed, n, start):
         return None
 
+    @torch.library.register_fake("poc_kernels::project")
+    def _project_fake(x, p):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
     @torch.library.register_fake("poc_kernels::compute_distances")
     def _compute_distances_fake(last_hidden, weight, target, sign_seeds, reflection_seeds):
         return last_hidden.new_empty((last_hidden.shape[0],), dtype=torch.float32)
@@ -145,6 +150,11 @@ def normal_(out: torch.Tensor, seeds: torch.Tensor, scale: float = 1.0) -> torch
 def normal_slice_(out: torch.Tensor, seed: int, n: int, start: int) -> torch.Tensor:
     """Fill contiguous 1-D CPU ``out`` (float32/64, float16, bfloat16) with ``N(seed, n)[start:start+len(out)]``."""
     return torch.ops.poc_kernels.normal_slice_(out, seed, n, start) or out
+
+
+def project(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``x + x @ p`` (SPEC §10) on the CPU, bit for bit ``poc_kernels.vectors.project``."""
+    return torch.ops.poc_kernels.project(x, p)
 
 
 def compute_distances(

@@ -37,6 +37,7 @@ __all__ = [
     "available_backends",
     "compute_artifacts",
     "compute_distances",
+    "apply_projection",
     "generate_inputs",
     "projection",
     "register_backend",
@@ -100,15 +101,35 @@ def projection(block_hash: str, hidden_size: int, which: str, device="cpu") -> t
     return _PROJECTIONS.get(key, lambda: vectors.random_projection(block_hash, hidden_size, which, device=device))
 
 
-def _project_hidden(last_hidden: torch.Tensor, block_hash: str) -> torch.Tensor:
-    """``h + h @ P_post`` of the float32 hidden states (SPEC §10), before either scheme's post-processing."""
+def _project(x: torch.Tensor, p: torch.Tensor, impl: Backend) -> torch.Tensor:
+    """``x + x @ p`` (SPEC §10): the C++ op for the C++ backend, else ``vectors.project`` (the same bits)."""
+    if impl.name == "cpp" and x.device.type == "cpu":
+        from . import _custom_ops
+
+        return _custom_ops.project(x, p)
     from . import vectors
 
+    return vectors.project(x, p)
+
+
+def apply_projection(x: torch.Tensor, block_hash: str, which: str, *, backend: str = "auto") -> torch.Tensor:
+    """Return float32 ``x + x @ P`` (SPEC §10) of ``x`` ``[..., H]`` (float32) with ``block_hash``'s ``P_pre``
+    (``which="pre"``) or ``P_post`` (``"post"``); the same bits from every backend."""
+    check_str(block_hash, "block_hash")
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() < 1:
+        raise TypeError(f"x must be a float32 tensor [..., H], got {getattr(x, 'dtype', type(x).__name__)}")
+    impl = _resolve(backend, x.device, "generate_inputs")
+    return _project(x, projection(block_hash, x.shape[-1], which, x.device), impl)
+
+
+def _project_hidden(last_hidden: torch.Tensor, block_hash: str, backend: str, op: str) -> torch.Tensor:
+    """``h + h @ P_post`` of the float32 hidden states (SPEC §10), before either scheme's post-processing."""
     if not isinstance(last_hidden, torch.Tensor) or last_hidden.dim() != 2 or not last_hidden.dtype.is_floating_point:
         return last_hidden  # the scheme's own checks name the problem
     check_str(block_hash, "block_hash")
     h = last_hidden.float()
-    return vectors.project(h, projection(block_hash, h.shape[1], "post", h.device))
+    impl = _resolve(backend, h.device, op)
+    return _project(h, projection(block_hash, h.shape[1], "post", h.device), impl)
 
 
 def compute_distances(
@@ -143,7 +164,7 @@ def compute_distances(
     first. Off, nothing changes.
     """
     if check_bool(random_projection, "random_projection"):
-        last_hidden = _project_hidden(last_hidden, block_hash)
+        last_hidden = _project_hidden(last_hidden, block_hash, backend, "compute_distances")
     args = check_distance_args(
         last_hidden, block_hash, public_key, nonces, sign_flips, output_dim, num_reflections, lm_head
     )
@@ -177,10 +198,8 @@ def generate_inputs(
     impl = _resolve(backend, args.device, "generate_inputs")
     if not check_bool(random_projection, "random_projection"):
         return impl.generate_inputs(args)
-    from . import vectors
-
     x = impl.generate_inputs(dataclasses.replace(args, dtype=torch.float32, out=None))
-    x = vectors.project(x, projection(block_hash, args.hidden_size, "pre", args.device))
+    x = _project(x, projection(block_hash, args.hidden_size, "pre", args.device), impl)
     if args.out is None:
         return x.to(args.dtype)
     return args.out.copy_(x)
@@ -209,7 +228,7 @@ def compute_artifacts(
     :func:`compute_distances`.
     """
     if check_bool(random_projection, "random_projection"):
-        last_hidden = _project_hidden(last_hidden, block_hash)
+        last_hidden = _project_hidden(last_hidden, block_hash, backend, "compute_artifacts")
     args = check_artifact_args(last_hidden, block_hash, public_key, nonces, k)
     return _resolve(backend, args.last_hidden.device, "compute_artifacts").compute_artifacts(args)
 

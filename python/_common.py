@@ -140,10 +140,21 @@ class VllmEngine:
         self.runner = PoCRunner(self.llm, seq_len=seq_len)
         self.device = self.runner.worker_info[0].device
 
-    def run(self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False, scheme="distance", k=12):
-        """Return (distances float32 [B], or artifacts [B, k] with scheme="artifact"; hidden states or None), CPU."""
+    def run(
+        self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False, scheme="distance", k=12, rp=False
+    ):
+        """Return (distances float32 [B], or artifacts [B, k] with scheme="artifact"; hidden states or None), CPU.
+
+        ``rp``: the random projection of SPEC §10."""
         r = self.runner.run(
-            block_hash, public_key, nonces, sign_flips=sign_flips, return_hidden=return_hidden, scheme=scheme, k=k
+            block_hash,
+            public_key,
+            nonces,
+            sign_flips=sign_flips,
+            return_hidden=return_hidden,
+            scheme=scheme,
+            k=k,
+            random_projection=rp,
         )
         return (r.artifacts if scheme == "artifact" else r.distances), r.hidden
 
@@ -164,10 +175,12 @@ class TransformersEngine:
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
         self.seq_len = seq_len
 
-    def run(self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False, scheme="distance", k=12):
+    def run(
+        self, block_hash, public_key, nonces, sign_flips=True, return_hidden=False, scheme="distance", k=12, rp=False
+    ):
         h = self.model.config.hidden_size
         x = poc_kernels.generate_inputs(
-            block_hash, public_key, nonces, self.seq_len, h, dtype=self.dtype, device=self.device
+            block_hash, public_key, nonces, self.seq_len, h, dtype=self.dtype, device=self.device, random_projection=rp
         )
         handles = self._artifact_hooks(block_hash) if scheme == "artifact" else []
         try:
@@ -177,9 +190,11 @@ class TransformersEngine:
             for handle in handles:
                 handle.remove()
         if scheme == "artifact":
-            out = poc_kernels.compute_artifacts(last, block_hash, public_key, nonces, k=k)
+            out = poc_kernels.compute_artifacts(last, block_hash, public_key, nonces, k=k, random_projection=rp)
         else:
-            out = poc_kernels.compute_distances(last, block_hash, public_key, nonces, sign_flips=sign_flips)
+            out = poc_kernels.compute_distances(
+                last, block_hash, public_key, nonces, sign_flips=sign_flips, random_projection=rp
+            )
         return out.cpu(), (last.float().cpu() if return_hidden else None)
 
     def _artifact_hooks(self, block_hash: str) -> list:

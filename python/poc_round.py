@@ -65,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--no-sign-flips", action="store_true")
     p.add_argument(
+        "--random-projection",
+        action="store_true",
+        help="the seeded residual projections of SPEC §10 around the model (Phase 6.1; off by default)",
+    )
+    p.add_argument(
         "--scheme",
         default="both",
         choices=("both", "distance", "artifact"),
@@ -116,7 +121,13 @@ def run_batches(engine, args, nonces, scheme, batch_size, desc):
         for i in range(0, len(nonces), batch_size):
             batch = nonces[i : i + batch_size]
             out, _ = engine.run(
-                args.block_hash, args.public_key, batch, not args.no_sign_flips, scheme=scheme, k=args.k
+                args.block_hash,
+                args.public_key,
+                batch,
+                not args.no_sign_flips,
+                scheme=scheme,
+                k=args.k,
+                rp=args.random_projection,
             )
             parts.append(out)
             bar.update(len(batch))

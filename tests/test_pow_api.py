@@ -52,11 +52,33 @@ def served(tiny_qwen3, tmp_path_factory):
         stop_server(proc)
 
 
-def hf_distances(hf, block_hash, public_key, nonces):
-    x = poc_kernels.generate_inputs(block_hash, public_key, nonces, SEQ_LEN, hf.config.hidden_size, dtype=torch.float32)
+def hf_distances(hf, block_hash, public_key, nonces, rp=False):
+    h_size = hf.config.hidden_size
+    x = poc_kernels.generate_inputs(
+        block_hash, public_key, nonces, SEQ_LEN, h_size, dtype=torch.float32, random_projection=rp
+    )
     with torch.no_grad():
         h = hf.model(inputs_embeds=x).last_hidden_state[:, -1]
-    return poc_kernels.compute_distances(h, block_hash, public_key, nonces)
+    return poc_kernels.compute_distances(h, block_hash, public_key, nonces, random_projection=rp)
+
+
+def test_a_round_with_the_random_projection(served):
+    """SPEC §10 through the seeds' API: the node recomputes projected distances, equal to transformers' with the
+    public API's flag; a batch claimed with the plain distances is no longer honest."""
+    import httpx
+
+    base, _, hf = served
+    nonces = [2, 5, 8, 11]
+    projected = hf_distances(hf, "blk", "prover", nonces, rp=True).tolist()
+    plain = hf_distances(hf, "blk", "prover", nonces).tolist()
+    assert max(abs(a - b) for a, b in zip(projected, plain)) > 1e-4  # the flag matters beyond the tolerance
+    batch = dict(public_key="prover", block_hash="blk", block_height=7, nonces=nonces, node_id=1)
+    with httpx.Client(timeout=120) as client:
+        body = round_body(r_target=2.0, random_projection=True)
+        assert client.post(f"{base}{POW}/init/validate", json=body).status_code == 200
+        v = client.post(f"{base}{POW}/validate", json=dict(batch, dist=projected)).json()
+        assert max(abs(a - b) for a, b in zip(v["dist"], projected)) < 1e-5 and v["fraud_detected"] is False
+        assert client.post(f"{base}{POW}/stop").status_code == 200
 
 
 def round_body(**kw) -> dict:

@@ -413,6 +413,23 @@ def test_v2_network_client_request_shapes(served_v2):
         assert (v["n_mismatch"], v["fraud_detected"]) == (4, True)
 
 
+def test_v2_random_projection_flag(served_v2):
+    """SPEC §10 in the network's API (a flag it does not send): other artifacts, which validate under the flag only."""
+    import httpx
+
+    base, model = served_v2
+    nonces = [1, 2, 3]
+    with httpx.Client(timeout=120) as client:
+        plain = generate(client, base, model, nonces).json()["artifacts"]
+        projected = generate(client, base, model, nonces, random_projection=True).json()["artifacts"]
+        assert all(a["vector_b64"] != b["vector_b64"] for a, b in zip(plain, projected))
+        check = {"artifacts": projected}
+        v = generate(client, base, model, nonces, random_projection=True, validation=check).json()
+        assert (v["n_mismatch"], v["fraud_detected"]) == (0, False)
+        v = generate(client, base, model, nonces, validation=check).json()
+        assert v["n_mismatch"] == 3
+
+
 V2_BAD_REQUESTS = [
     # (path, changes to a valid /generate body, status, text in the answer)
     ("/generate", {"params": {"model": "other", "seq_len": SEQ_LEN}}, 409, "params mismatch"),

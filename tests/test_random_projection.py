@@ -97,3 +97,23 @@ def test_distance_and_artifact_flags(backend, device):
         assert not torch.equal(on, base)
         with pytest.raises(TypeError, match="random_projection must be a bool"):
             fn(h, "blk", "key", nonces, backend=backend, random_projection="yes")
+
+
+@pytest.mark.skipif("cpp" not in poc_kernels.available_backends("cpu"), reason="the C++ extension is not built")
+@pytest.mark.parametrize("hidden", [1, 5, 48, 64, 130])
+def test_the_cpp_projection_is_bit_for_bit_the_reference(hidden):
+    from poc_kernels import _custom_ops
+
+    p = vectors.random_projection("block_gamma", hidden, "post")
+    x = torch.randn(3, 7, hidden, generator=torch.Generator().manual_seed(hidden)) * 4
+    x[1, 2] = float("nan")
+    x[2, 0] = 0.0
+    got = _custom_ops.project(x, p)
+    assert got.shape == x.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, vectors.project(x, p), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(_custom_ops.project(x[1:2, 2:5], p), got[1:2, 2:5], rtol=0, atol=0, equal_nan=True)
+    assert _custom_ops.project(x[:0], p).shape == (0, 7, hidden)
+    with pytest.raises(RuntimeError, match="x and p must be float32"):
+        _custom_ops.project(x.double(), p)
+    with pytest.raises(RuntimeError, match="must be"):
+        _custom_ops.project(x[..., :1] if hidden > 1 else torch.zeros(2, 3), p)

@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+import poc_kernels
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -111,6 +114,19 @@ def test_poc_round_through_transformers(tiny_qwen3, tmp_path):
     assert out["engine"] == "transformers" and out["nonces"] == list(range(6)) and len(out["distances"]) == 6
     assert set(out["valid_nonces"]) == {n for n, d in zip(out["nonces"], out["distances"]) if d < out["r_target"]}
     assert (tmp_path / "poc_round.png").is_file()
+    # the random projection (SPEC §10) moves every distance; the distances are those of the public API's flag
+    proc = _run("poc_round.py", "--model", str(tiny_qwen3[0]), "--out-dir", str(tmp_path), "--random-projection", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    projected = json.loads((tmp_path / "poc_round.json").read_text())
+    assert all(a != b for a, b in zip(projected["distances"], out["distances"]))
+    hf = tiny_qwen3[1]
+    x = poc_kernels.generate_inputs(
+        "block_alpha", "node_A", range(6), 8, 64, dtype=torch.float32, random_projection=True
+    )
+    with torch.no_grad():
+        last = hf.model(inputs_embeds=x).last_hidden_state[:, -1]
+    expect = poc_kernels.compute_distances(last, "block_alpha", "node_A", range(6), random_projection=True)
+    assert max(abs(a - b) for a, b in zip(projected["distances"], expect.tolist())) < 1e-6
 
 
 def test_trained_structure_and_model_spread_scripts(tiny_qwen3):

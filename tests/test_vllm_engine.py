@@ -8,6 +8,8 @@ earlier releases, where the driver sends each nonce's embeddings as
 import pytest
 import torch
 
+import poc_kernels
+
 from _tolerances import ENGINE_BATCH_DIST_ATOL
 from _vllm_fixtures import VLLM_SKIP_REASON, vllm_wanted
 
@@ -23,6 +25,8 @@ MODES = [
     ("distance with layer hooks (SPEC §7)", dict(), "blk"),
     ("artifact (SPEC-ARTIFACTS §3)", dict(scheme="artifact"), None),
     ("artifact, stronger inputs (§2)", dict(scheme="artifact", stronger_rng=True), None),
+    ("distance, random projection (SPEC §10)", dict(random_projection=True), None),
+    ("artifact, random projection (SPEC §10)", dict(scheme="artifact", random_projection=True), None),
 ]
 
 
@@ -89,6 +93,10 @@ def test_engine_inputs_equal_the_prompt_embeds_path_bitwise(tiny, eager):
     plain = modes["distance"][0]
     for name in ("distance with layer hooks (SPEC §7)", "artifact (SPEC-ARTIFACTS §3)"):
         assert (modes[name][0] - plain).abs().max().item() > 1e-3, name
+    # so did the projected inputs; and the recorded hidden states are the model's, before P_post
+    assert (modes["distance, random projection (SPEC §10)"][0] - plain).abs().max().item() > 1e-3
+    h, d = modes["distance, random projection (SPEC §10)"]
+    assert torch.equal(d, poc_kernels.compute_distances(h, "blk", "key", NONCES, random_projection=True))
 
 
 def _mixed_step(llm, tag_active: bool, nonces, layer_block_hash="blk", normalize=False):

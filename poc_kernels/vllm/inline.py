@@ -99,6 +99,8 @@ class BatchSpec:
     layer_block_hash: Optional[str]
     layer_normalize: bool
     slot: int = -1  # the layer-vector slot while the batch runs, -1 without a layer transform
+    #: SPEC §10: the block whose P_pre projects the batch's input rows, or None
+    projection_block: Optional[str] = None
 
     @property
     def layer_code(self) -> int:
@@ -151,6 +153,7 @@ class TokenTable:
         self.extent = 0  # tokens [0, extent) may hold PoC entries from the last fill
         self.step_rows = 0  # PoC tokens in the current step
         self.step_layer_rows = 0  # of which with a layer transform
+        self.step_projection: list = []  # (first token, tokens, block hash) of the rows to project (CPU only)
         self.steps_with_poc = 0
 
     # ------------------------------------------------------------------ batches
@@ -159,6 +162,11 @@ class TokenTable:
         with self.lock:
             if tag in self.specs:
                 raise ValueError(f"PoC batch {tag!r} is already running on this worker")
+            if spec.projection_block is not None and self.cuda:
+                raise ValueError(
+                    "random_projection inside the engine runs on CPU workers only so far: its fused, "
+                    "CUDA-graph-safe kernel is not written yet (use an engine with --enable-prompt-embeds)"
+                )
             if spec.layer_block_hash is not None:
                 spec.slot = self._acquire(spec.layer_block_hash)
             self.specs[tag] = spec
@@ -195,11 +203,13 @@ class TokenTable:
         with self.lock:
             if not self.specs and not self.extent:
                 self.step_rows = self.step_layer_rows = 0
+                self.step_projection = []
                 return
             tok_req, tok_pos, req = self._h_tok_req, self._h_tok_pos, self._h_req
             old_extent = self.extent
             tok_req[:old_extent] = -1
             start = r = rows = layer_rows = extent = 0
+            projection = []
             for i, rid in enumerate(req_ids):
                 n = int(num_scheduled[i])
                 tag, index = parse_request_id(rid) if rid is not None else (None, -1)
@@ -216,9 +226,12 @@ class TokenTable:
                         rows += m
                         layer_rows += m if spec.slot >= 0 else 0
                         extent = start + m
+                        if spec.projection_block is not None:
+                            projection.append((start, m, spec.projection_block))
                 start += n
             self.extent = extent
             self.step_rows, self.step_layer_rows = rows, layer_rows
+            self.step_projection = projection
             self.steps_with_poc += rows > 0
             self._publish(max(old_extent, extent), r)
 
@@ -251,6 +264,20 @@ class TokenTable:
         from ..api import write_token_inputs_
 
         write_token_inputs_(x, self.tok_req, self.tok_pos, self.req_seeds, self.req_seq_len, self.req_segments)
+        if self.step_projection:
+            self._project_inputs(x)
+
+    def _project_inputs(self, x: torch.Tensor) -> None:
+        """SPEC §10 on the rows of projected batches: ``x + x @ P_pre`` of the float32 inputs, then the cast."""
+        from ..api import apply_projection, write_token_inputs_
+
+        f32 = x
+        if x.dtype != torch.float32:  # the rows again before their cast
+            f32 = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+            tables = (self.tok_req, self.tok_pos, self.req_seeds, self.req_seq_len, self.req_segments)
+            write_token_inputs_(f32, *tables)
+        for start, m, block_hash in self.step_projection:
+            x[start : start + m] = apply_projection(f32[start : start + m], block_hash, "pre").to(x.dtype)
 
     def transform(self, x: torch.Tensor, y: Optional[torch.Tensor], layer: int) -> None:
         if not self.cuda and not self.step_layer_rows:

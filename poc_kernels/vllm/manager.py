@@ -76,6 +76,8 @@ class RoundConfig(BaseModel):
     callback_url: Optional[AnyHttpUrl] = None
     use_sign_flips: bool = True
     use_layer_hooks: bool = False
+    #: SPEC §10, Phase 6.1 (off by default): the seeded residual projections around the model
+    random_projection: bool = False
 
     @model_validator(mode="after")
     def _check_nodes(self):
@@ -376,7 +378,12 @@ class PoCManager:
                     self._leave_generating()
                     return
                 result = await self.runner.run(
-                    cfg.block_hash, cfg.public_key, nonces, seq_len=cfg.seq_len, sign_flips=cfg.use_sign_flips
+                    cfg.block_hash,
+                    cfg.public_key,
+                    nonces,
+                    seq_len=cfg.seq_len,
+                    sign_flips=cfg.use_sign_flips,
+                    random_projection=cfg.random_projection,
                 )
                 d = result.distances.tolist()
                 valid = [(n, x) for n, x in zip(nonces, d) if x < cfg.r_target]
@@ -466,7 +473,12 @@ class PoCManager:
         for i in range(0, len(batch.nonces), cfg.batch_size):
             chunk = batch.nonces[i : i + cfg.batch_size]
             result = await self.runner.run(
-                cfg.block_hash, batch.public_key, chunk, seq_len=cfg.seq_len, sign_flips=cfg.use_sign_flips
+                cfg.block_hash,
+                batch.public_key,
+                chunk,
+                seq_len=cfg.seq_len,
+                sign_flips=cfg.use_sign_flips,
+                random_projection=cfg.random_projection,
             )
             dist.extend(result.distances.tolist())
         return dist

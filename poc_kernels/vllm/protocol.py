@@ -123,6 +123,8 @@ class BeginRequest:
     stronger_rng: bool = False
     layer_block_hash: Optional[str] = None
     layer_normalize: bool = True
+    #: SPEC §10: the batch's input rows become ``x + x @ P_pre`` of ``block_hash`` before the cast
+    random_projection: bool = False
 
     def to_wire(self) -> dict:
         return asdict(self)
@@ -147,6 +149,8 @@ class FinishRequest:
     #: one of :data:`SCHEMES`; ``k`` is the artifact length of the artifact scheme
     scheme: str = "distance"
     k: int = ARTIFACT_K
+    #: SPEC §10: the hidden states become ``h + h @ P_post`` before the scheme
+    random_projection: bool = False
 
     def to_wire(self) -> dict:
         return asdict(self)

@@ -138,7 +138,7 @@ class _RunnerBase:
         self.enforce_eager = all(i.enforce_eager for i in self.worker_info)
 
     def _batch(
-        self, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng
+        self, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng, rp=False
     ) -> tuple[FinishRequest, Optional[_Batch]]:
         """Check a run's arguments; return its finish request and its batch (None when there are no nonces)."""
         check_str(block_hash, "block_hash")
@@ -148,6 +148,7 @@ class _RunnerBase:
         check_bool(sign_flips, "sign_flips")
         check_bool(return_hidden, "return_hidden")
         check_bool(stronger_rng, "stronger_rng")
+        check_bool(rp, "random_projection")
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
         k = check_int(k, "k", 1)
@@ -159,25 +160,38 @@ class _RunnerBase:
         nonce_list = nonce_t.tolist()
         tag = new_tag()
         finish = FinishRequest(
-            tag, block_hash, public_key, nonce_list, sign_flips, self.backend, return_hidden, scheme, k
+            tag, block_hash, public_key, nonce_list, sign_flips, self.backend, return_hidden, scheme, k, rp
         )
         if not nonce_list:
             return finish, None
         layer_hash, normalize = layers if layers is not None else (None, True)
-        begin = BeginRequest(tag, block_hash, public_key, nonce_list, seq_len, stronger_rng, layer_hash, normalize)
+        begin = BeginRequest(tag, block_hash, public_key, nonce_list, seq_len, stronger_rng, layer_hash, normalize, rp)
         embeddings = None
         if self.inputs == "prompt_embeds":
-            embeddings = self.embeddings(block_hash, public_key, nonce_t, seq_len, stronger_rng)
+            embeddings = self.embeddings(block_hash, public_key, nonce_t, seq_len, stronger_rng, rp)
         return finish, _Batch(begin, finish, embeddings)
 
     def embeddings(
-        self, block_hash: str, public_key: str, nonces: torch.Tensor, seq_len: int, stronger_rng: bool = False
+        self,
+        block_hash: str,
+        public_key: str,
+        nonces: torch.Tensor,
+        seq_len: int,
+        stronger_rng: bool = False,
+        random_projection: bool = False,
     ) -> torch.Tensor:
         """Return the nonces' input embeddings ``[B, seq_len, H]`` in the model dtype (CPU; the prompt_embeds path)."""
         from ..api import generate_inputs
 
         return generate_inputs(
-            block_hash, public_key, nonces, seq_len, self.hidden_size, dtype=self.dtype, stronger_rng=stronger_rng
+            block_hash,
+            public_key,
+            nonces,
+            seq_len,
+            self.hidden_size,
+            dtype=self.dtype,
+            stronger_rng=stronger_rng,
+            random_projection=random_projection,
         )
 
     def _check_hooks(self, block_hash: str, normalize: bool) -> int:
@@ -218,6 +232,7 @@ class PoCRunner(_RunnerBase):
         scheme: str = "distance",
         k: int = ARTIFACT_K,
         stronger_rng: bool = False,
+        random_projection: bool = False,
     ) -> PoCBatchResult:
         """Return the distances (or, with ``scheme="artifact"``, the artifacts) of ``nonces``, one request per nonce.
 
@@ -225,10 +240,14 @@ class PoCRunner(_RunnerBase):
         its §3 in every decoder layer, for this batch's rows only;
         ``stronger_rng`` selects its §2 inputs. Distance-scheme batches run with
         the layer transform set by :meth:`set_layer_hooks`, if any.
+        ``random_projection`` (SPEC §10): ``x + x @ P_pre`` on the batch's
+        input rows and ``h + h @ P_post`` on its hidden states (CPU workers,
+        or an engine with prompt_embeds, so far).
         """
         finish, batch = self._batch(
-            block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng
-        )
+            block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng,
+            random_projection,
+        )  # fmt: skip
         if batch is None:
             return self._empty(finish)
         engine = self.llm.llm_engine
@@ -301,6 +320,7 @@ class AsyncPoCRunner(_RunnerBase):
         scheme: str = "distance",
         k: int = ARTIFACT_K,
         stronger_rng: bool = False,
+        random_projection: bool = False,
     ) -> PoCBatchResult:
         """Return the distances or artifacts of ``nonces`` (one engine request per nonce, all in flight together).
 
@@ -309,8 +329,9 @@ class AsyncPoCRunner(_RunnerBase):
         import asyncio
 
         finish, batch = await asyncio.to_thread(
-            self._batch, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng
-        )
+            self._batch, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng,
+            random_projection,
+        )  # fmt: skip
         if batch is None:
             return self._empty(finish)
         await self._rpc(RPC_BEGIN, batch.begin.to_wire())

@@ -100,6 +100,8 @@ class _Round(BaseModel):
     params: Params
     url: Optional[AnyHttpUrl] = None
     poc_stronger_rng: bool = False
+    #: SPEC §10, Phase 6.1 (off by default; not part of the deployed node's API)
+    random_projection: bool = False
 
     @model_validator(mode="after")
     def _check_ids(self):
@@ -346,6 +348,7 @@ class ArtifactNode:
             scheme="artifact",
             k=cfg.params.k_dim,
             stronger_rng=cfg.poc_stronger_rng,
+            random_projection=cfg.random_projection,
         )
         return result.artifacts
 

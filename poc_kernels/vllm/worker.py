@@ -194,11 +194,20 @@ class PoCWorkerExtension:
             )
         hidden = torch.stack([rows[i] for i in range(n)]) if n else torch.empty(0, max(1, req.k))
         used = auto_backend(hidden.device) if req.backend == "auto" else req.backend
+        rp = req.random_projection
         if req.scheme == "artifact":
-            values = compute_artifacts(hidden, req.block_hash, req.public_key, req.nonces, k=req.k, backend=used)
+            values = compute_artifacts(
+                hidden, req.block_hash, req.public_key, req.nonces, k=req.k, backend=used, random_projection=rp
+            )
         else:
             values = compute_distances(
-                hidden, req.block_hash, req.public_key, req.nonces, sign_flips=req.sign_flips, backend=used
+                hidden,
+                req.block_hash,
+                req.public_key,
+                req.nonces,
+                sign_flips=req.sign_flips,
+                backend=used,
+                random_projection=rp,
             )
         return encode_result(values, hidden, used, req.return_hidden, req.scheme)
 
@@ -244,6 +253,7 @@ def _batch_spec(req: BeginRequest) -> BatchSpec:
         seq_len=req.seq_len,
         layer_block_hash=req.layer_block_hash,
         layer_normalize=req.layer_normalize,
+        projection_block=req.block_hash if req.random_projection else None,
     )
 
 
