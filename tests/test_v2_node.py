@@ -33,8 +33,8 @@ class StandInRunner:
         self.nan = set(nan)
         self.delay = delay
 
-    async def run(self, block_hash, public_key, nonces, *, seq_len, scheme, k, stronger_rng):
-        assert scheme == "artifact"
+    async def run(self, block_hash, public_key, nonces, *, seq_len, scheme, k, stronger_rng, random_projection):
+        assert scheme == "artifact" and random_projection is False
         self.calls.append(list(nonces))
         await asyncio.sleep(self.delay)
         rows = torch.tensor([[float(n) + 0.25 * j for j in range(k)] for n in nonces], dtype=torch.float32)
@@ -60,6 +60,14 @@ def node_and_bodies(runner, **init):
     return node, init_body, gen_body
 
 
+async def until(condition, timeout: float = 20.0) -> None:
+    """Wait until ``condition()`` holds; fail (never hang) after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 def decode(vector_b64):
     return np.frombuffer(base64.b64decode(vector_b64), dtype="<f2").astype(np.float32)
 
@@ -69,8 +77,7 @@ def test_mining_follows_the_group_schedule_and_leaves_out_nan_rows():
         runner = StandInRunner(nan={17 + 20 * 5})
         node, init_body, _ = node_and_bodies(runner)
         await node.init_generate(init_body(node_id=2, node_count=5, group_id=3, n_groups=4, batch_size=3))
-        while len(runner.calls) < 4:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(runner.calls) >= 4)
         await node.stop()
         # SPEC-ARTIFACTS §7: node_id + group_id·node_count + x·n_groups·node_count
         assert runner.calls[:4] == [[17 + 20 * x for x in range(3 * b, 3 * b + 3)] for b in range(4)]
@@ -90,8 +97,7 @@ def test_the_callback_buffer_is_bounded_oldest_dropped_first(monkeypatch):
         node, init_body, _ = node_and_bodies(runner)
         node.callbacks.attempts, node.callbacks.backoff_s = 1, 0.0
         await node.init_generate(init_body(batch_size=4, url="http://127.0.0.1:9/cb"))
-        while len(runner.calls) < 6:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(runner.calls) >= 6)
         node._mining.cancel()  # freeze the buffer without the flush of /stop
         await asyncio.gather(node._mining, return_exceptions=True)
         done = node.total_processed
@@ -142,8 +148,7 @@ def test_the_queue_is_bounded_and_fifo(monkeypatch):
             node.enqueue(gen_body(nonces=[6, 7]))
         with pytest.raises(v2.ApiTooLarge, match="at most 6 nonces"):
             node.enqueue(gen_body(nonces=list(range(7))))
-        while node.job(second["request_id"]).find(b"completed") < 0:
-            await asyncio.sleep(0.01)
+        await until(lambda: b"completed" in node.job(second["request_id"]))
         assert runner.calls == [[1, 2, 3], [4, 5]]  # first in, first out
         assert b"completed" in node.job(first["request_id"]) and node.queued_nonces == 0
         await node.shutdown()

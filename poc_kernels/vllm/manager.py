@@ -377,15 +377,7 @@ class PoCManager:
                     self.error = "this node's nonces are exhausted (every nonce below 2**32 was computed)"
                     self._leave_generating()
                     return
-                result = await self.runner.run(
-                    cfg.block_hash,
-                    cfg.public_key,
-                    nonces,
-                    seq_len=cfg.seq_len,
-                    sign_flips=cfg.use_sign_flips,
-                    random_projection=cfg.random_projection,
-                )
-                d = result.distances.tolist()
+                d = await self._distances(cfg, cfg.public_key, nonces)
                 valid = [(n, x) for n, x in zip(nonces, d) if x < cfg.r_target]
                 # a batch interrupted by /phase/validate or /stop is computed again when generation resumes
                 self.next_k += cfg.batch_size
@@ -472,16 +464,20 @@ class PoCManager:
         dist: list = []
         for i in range(0, len(batch.nonces), cfg.batch_size):
             chunk = batch.nonces[i : i + cfg.batch_size]
-            result = await self.runner.run(
-                cfg.block_hash,
-                batch.public_key,
-                chunk,
-                seq_len=cfg.seq_len,
-                sign_flips=cfg.use_sign_flips,
-                random_projection=cfg.random_projection,
-            )
-            dist.extend(result.distances.tolist())
+            dist.extend(await self._distances(cfg, batch.public_key, chunk))
         return dist
+
+    async def _distances(self, cfg: RoundConfig, public_key: str, nonces: list) -> list:
+        """The distances of ``nonces`` under ``public_key`` in round ``cfg``'s mode."""
+        result = await self.runner.run(
+            cfg.block_hash,
+            public_key,
+            nonces,
+            seq_len=cfg.seq_len,
+            sign_flips=cfg.use_sign_flips,
+            random_projection=cfg.random_projection,
+        )
+        return result.distances.tolist()
 
     # ------------------------------------------------------------------ status
 
