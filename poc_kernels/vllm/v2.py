@@ -41,7 +41,15 @@ from ..constants import (
 )
 from ..validation.artifacts import Artifact, ArtifactBatch, Encoding, StatTest, encode_artifacts, validate_artifacts
 from ._http import join_callback
-from .manager import INT64_MAX, MAX_BATCH_TOKENS, NONCE_SPACE, CallbackSender, TransitionError
+from .manager import (
+    CALLBACK_DRAIN_S,
+    INT64_MAX,
+    MAX_BATCH_TOKENS,
+    NONCE_SPACE,
+    CallbackSender,
+    PoCManager,
+    TransitionError,
+)
 
 logger = logging.getLogger("poc_kernels.vllm")
 
@@ -352,9 +360,8 @@ class ArtifactNode:
         )
         return result.artifacts
 
-    def _engine_failed(self, exc: BaseException) -> None:
-        if type(exc).__name__ == "EngineDeadError" and self.on_engine_dead is not None:
-            self.on_engine_dead(exc)
+    #: reports a dead engine to ``on_engine_dead``, as the seeds' manager does
+    _engine_failed = PoCManager.engine_failed
 
     async def _flush_every(self, cfg: InitGenerateRequest) -> None:
         while True:
@@ -398,8 +405,6 @@ class ArtifactNode:
 
     async def shutdown(self) -> None:
         """Stop everything (server shutdown)."""
-        from .manager import CALLBACK_DRAIN_S
-
         async with self._lock:
             await self._stop_mining()
             await self._cancel_jobs("the node shut down before this job finished")
