@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The measuring half of `make gpu-check`: ceilings, distances, artifacts, inputs, layer transforms, token ops,
-topk order.
+the random projection, topk order.
 
     python bench/gpu_bench.py --json OUT.json [--quick] [--dry-run]
 
@@ -81,11 +81,13 @@ class Plan:
             self.gemm, self.copy_mb, self.inputs, self.layer = 256, 16, (2, 8, 64), (64, 64)
             self.topk_rows, self.clock = 8, (1, 3)
             self.tokens = (16, (64,), 4)
+            self.projection = (16, (64,))
         elif mode == "quick":
             self.batches, self.hidden, self.per_nonce_batch, self.output_dim = [256, 1024], [4096], 64, 8192
             self.gemm, self.copy_mb, self.inputs, self.layer = 8192, 2048, (64, 1024, 4096), (16384, 4096)
             self.topk_rows, self.clock = 256, (2, 10)
             self.tokens = (8192, (4096,), 1024)
+            self.projection = (1024, (4096,))
         else:
             self.batches, self.hidden, self.output_dim = [64, 256, 1024, 4096], [1024, 4096, 7168], 8192
             self.per_nonce_batch = 64
@@ -93,6 +95,8 @@ class Plan:
             self.topk_rows, self.clock = 1024, (3, 20)
             # the engine's flat batch: T tokens, H of the network's models, PoC sequences of seq_len positions
             self.tokens = (8192, (2880, 4096), 1024)
+            # SPEC §10: the input rows of a prefill of this many tokens, at the hidden sizes of the network's models
+            self.projection = (2048, (2880, 4096))
 
 
 # ----------------------------------------------------------------------------- ceilings
@@ -389,6 +393,82 @@ def token_ops(plan: Plan, device: torch.device, clock: Clock, ceil: dict) -> lis
     return rows
 
 
+# ----------------------------------------------------------------------------- the random projection (SPEC §10)
+
+#: active parameters per token of a model of each hidden size, for the forward-time estimate: gpt-oss-20b
+#: (H = 2880, 3.6B active) and Llama-3.1-8B (H = 4096); other sizes (the dry run) as 12 * H^2 * 32 layers
+ACTIVE_PARAMS = {2880: 3.6e9, 4096: 8.0e9}
+
+
+def projection(plan: Plan, device: torch.device, clock: Clock, ceil: dict) -> list:
+    """SPEC §10's ``x + x @ P`` (float64, fixed order) on the input rows of ``N`` PoC tokens.
+
+    - ``build_p_ms``: ``P`` from the counter streams (what generating it per call would add; the package caches
+      it per block instead), and ``project_ms`` the Triton kernel with the cached ``P`` (fp64 TFLOP/s);
+    - ``token_plain_ms`` / ``token_projected_ms``: ``write_token_inputs_`` on the flat batch without and with the
+      projection (every token projected), as the engine runs it (CUDA graph replays on a GPU);
+    - ``forward_est_ms``: a forward of those tokens through a model of that H, estimated as ``2 * active
+      parameters`` FLOPs at the bf16 GEMM rate measured here ([N, H] x [H, 4H]); ``overhead_pct`` the
+      projection's added time against it (attention and the memory-bound ops are left out of the estimate, so
+      the true overhead is lower).
+    """
+    from poc_kernels.backends.triton import custom_ops  # noqa: F401
+
+    n, hiddens = plan.projection
+    graph = device.type == "cuda"
+    rows = []
+    for h in hiddens:
+        build_s = clock.median_s(poc_kernels.vectors.random_projection, BLOCK, h, "pre", device=device, reps=3)
+        p = poc_kernels.api.projection(BLOCK, h, "pre", device)
+        x = torch.randn(n, h, device=device)
+        project_s = clock.median_s(torch.ops.poc_kernels.triton_project, x, p)
+        seq_len = min(n, 1024)  # whole sequences of seq_len tokens, every one projected
+        num_req = -(-n // seq_len)
+        out = torch.empty(n, h, dtype=torch.bfloat16, device=device)
+        req_seeds = torch.zeros(num_req, 8, dtype=torch.int64)
+        req_seeds[:, 0] = torch.arange(1, num_req + 1, dtype=torch.int64) * 2654435761 % 2**32
+        idx = torch.arange(n)
+        t = {
+            "tok_req": (idx // seq_len).to(torch.int32).to(device),
+            "tok_pos": (idx % seq_len).to(torch.int32).to(device),
+            "req_seeds": req_seeds.to(device),
+            "req_seq_len": torch.full((num_req,), seq_len, dtype=torch.int32, device=device),
+            "req_segments": torch.ones(num_req, dtype=torch.int32, device=device),
+        }
+        slots = torch.zeros(num_req, dtype=torch.int32, device=device)
+        proj = p.view(1, h, h)
+
+        plain = functools.partial(poc_kernels.write_token_inputs_, out, **t, backend="triton")
+        projected = functools.partial(
+            poc_kernels.write_token_inputs_, out, **t, req_projection=slots, projections=proj, backend="triton"
+        )
+
+        plain_s = clock.median_s(_graphed(plain) if graph else plain)
+        projected_s = clock.median_s(_graphed(projected) if graph else projected)
+        a = torch.randn(n, h, device=device, dtype=torch.bfloat16)
+        w = torch.randn(h, 4 * h, device=device, dtype=torch.bfloat16)
+        gemm_s = clock.median_s(torch.matmul, a, w)
+        bf16_tflops = 2 * n * h * 4 * h / gemm_s / 1e12
+        active = ACTIVE_PARAMS.get(h, 12 * h * h * 32)
+        forward_s = 2 * active * n / (bf16_tflops * 1e12)
+        rows.append(
+            {
+                "H": h,
+                "N": n,
+                "p_mib": 4 * h * h / 2**20,
+                "build_p_ms": build_s * 1e3,
+                "project_ms": project_s * 1e3,
+                "fp64_tflops": 2 * n * h * h / project_s / 1e12,
+                "token_plain_ms": plain_s * 1e3,
+                "token_projected_ms": projected_s * 1e3,
+                "bf16_tflops": bf16_tflops,
+                "forward_est_ms": forward_s * 1e3,
+                "overhead_pct": 100 * (projected_s - plain_s) / forward_s,
+            }
+        )
+    return rows
+
+
 # ----------------------------------------------------------------------------- the topk order (SPEC-ARTIFACTS §5)
 
 
@@ -474,6 +554,7 @@ def main(argv=None) -> int:
     section("inputs", lambda: inputs(plan, device, clock, result["ceilings"]))
     section("layer_transform", lambda: layer_transform(plan, device, clock, result["ceilings"]))
     section("token_ops", lambda: token_ops(plan, device, clock, result["ceilings"]))
+    section("projection", lambda: projection(plan, device, clock, result["ceilings"]))
     print(f"[gpu-bench] wrote {args.json}", flush=True)
     return 0
 

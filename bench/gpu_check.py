@@ -48,6 +48,7 @@ GPU_TESTS = [
     "tests/test_distribution.py",
     "tests/test_ext.py",
     "tests/test_layer_hooks.py",
+    "tests/test_random_projection.py",
     "tests/test_rng.py",
     "tests/test_seeds.py",
     "tests/test_token_ops.py",
@@ -59,7 +60,7 @@ DESELECT = ["tests/test_triton.py::test_every_shipped_kernel_compiles_for_sm80_a
 # The quick mode's tests: the conformance vectors on the fused kernels, the CUDA-only checks, the topk order.
 QUICK = (
     "conformance or cuda_graph or topk or opcheck or torch_compile or subnormal or batch_invariance or non_finite "
-    "or derive_seeds_cuda or kernel_streams or odd_sizes or artifacts_conform or eager_sequence"
+    "or derive_seeds_cuda or kernel_streams or odd_sizes or artifacts_conform or eager_sequence or triton_projection"
 )
 # The dry run's: enough to run the phase, under the interpreter, in seconds.
 DRY = "topk or cuda or graph or opcheck or kernel_streams"
@@ -347,6 +348,25 @@ def markdown(report: dict) -> str:
             "(vs_whole: the whole-batch kernels on as many rows)",
             ("impl", "mode", "dtype", "T", "poc", "H", "median_ms", "gbps", "of_copy", "vs_whole"),
         ),
+        (
+            "projection",
+            "The random projection (SPEC §10) on the input rows of N PoC tokens: P built per block (build_p_ms), "
+            "the Triton kernel with the cached P (project_ms), the engine's input write without and with it, and "
+            "its overhead against a forward estimated from the bf16 GEMM rate (an upper bound: see gpu_bench.py)",
+            (
+                "H",
+                "N",
+                "p_mib",
+                "build_p_ms",
+                "project_ms",
+                "fp64_tflops",
+                "token_plain_ms",
+                "token_projected_ms",
+                "bf16_tflops",
+                "forward_est_ms",
+                "overhead_pct",
+            ),
+        ),
     ):
         if b.get(key):
             lines += ["", f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -395,6 +415,12 @@ def summary(report: dict) -> str:
                 f"  {r['impl']:<29} T={r['T']} poc={r['poc']:<5} H={r['H']:<5} {r['mode']:<5} "
                 f"{r['median_ms']:8.3f} ms  x whole batch {r['vs_whole']:.2f}"
             )
+    for r in b.get("projection", []):
+        verdict = "under 5%" if r["overhead_pct"] < 5.0 else "NOT under 5%"
+        lines.append(
+            f"  random projection H={r['H']:<5} N={r['N']} {r['project_ms']:.3f} ms ({r['fp64_tflops']:.1f} fp64 "
+            f"TFLOP/s), +{r['overhead_pct']:.1f}% of an estimated forward: {verdict}"
+        )
     lines.append(f"  report: {report['paths']['json']} and .md; total {report['elapsed_s']:.0f} s")
     return "\n".join(lines)
 

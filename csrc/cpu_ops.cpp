@@ -325,6 +325,53 @@ at::Tensor compute_artifacts_cpu(const at::Tensor& last_hidden, const at::Tensor
 // SPEC §10: x + x @ p, the sum over i of the exact float64 products x_i * p[i][j] folded in the fixed pairwise
 // order of poc_kernels.vectors.tree_sum (zero padded to m = 2^ceil(log2 H); v[i] += v[i + m/2], then m/2, ...),
 // then x_j added in float64 and the result rounded once: the same bits as vectors.project, in every batch.
+//
+// That order is a balanced binary tree over the leaves taken in bit-reversed index order k -> i = bitrev(k): the
+// last fold adds the even and the odd indices, and so on down to the first, which adds i and i + m/2. So it is
+// computed as a stream over k: subtrees of kGroup consecutive leaves are summed in registers, straight-line, and
+// their values are merged through a binary counter (one partial sum per level), kCols output columns at a time.
+// Addition is commutative bit for bit, so only the tree's shape matters.
+namespace {
+
+constexpr int kCols = 16;   // output columns summed together (one cache line of p per leaf)
+constexpr int kGroup = 16;  // leaves summed in registers before the counter
+
+// The subtree of N consecutive leaves order[k .. k + N) (padding leaves, i >= H, are +0.0).
+template <int N>
+inline void leaf_tree(const int32_t* order, const double* x, const float* pj, int64_t H, int64_t k, double* out) {
+  if constexpr (N == 1) {
+    const int64_t i = order[k];
+    if (i < H) {
+      const double xi = x[i];
+      const float* p = pj + i * H;
+      for (int w = 0; w < kCols; ++w) out[w] = xi * static_cast<double>(p[w]);
+    } else {
+      for (int w = 0; w < kCols; ++w) out[w] = 0.0;
+    }
+  } else {
+    double a[kCols], b[kCols];
+    leaf_tree<N / 2>(order, x, pj, H, k, a);
+    leaf_tree<N / 2>(order, x, pj, H, k + N / 2, b);
+    for (int w = 0; w < kCols; ++w) out[w] = a[w] + b[w];
+  }
+}
+
+// The same sum for one column (the last H % kCols columns, and H < kGroup): leaf by leaf through the counter.
+double column_tree(const int32_t* order, const double* x, const float* pj, int64_t H, int64_t m, double* stack) {
+  for (int64_t k = 0; k < m; ++k) {
+    const int64_t i = order[k];
+    double acc = i < H ? x[i] * static_cast<double>(pj[i * H]) : 0.0;
+    int level = 0;
+    for (; (k >> level) & 1; ++level) acc = stack[level] + acc;
+    stack[level] = acc;
+  }
+  int top = 0;
+  while ((int64_t{1} << top) < m) ++top;
+  return stack[top];
+}
+
+}  // namespace
+
 at::Tensor project_cpu(const at::Tensor& x, const at::Tensor& p) {
   check_cpu(x, "x");
   check_cpu(p, "p");
@@ -340,31 +387,50 @@ at::Tensor project_cpu(const at::Tensor& x, const at::Tensor& p) {
   const float* xp = xc.data_ptr<float>();
   const float* pp = pc.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  int64_t m = 1;
-  while (m < H) m <<= 1;
-  constexpr int64_t kCols = 64;  // output columns folded together: the fold runs over [m][kCols] doubles
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> buf(static_cast<size_t>(m * kCols));
-    for (int64_t r = begin; r < end; ++r) {
-      const float* xr = xp + r * H;
-      for (int64_t j0 = 0; j0 < H; j0 += kCols) {
-        const int64_t nj = std::min(kCols, H - j0);
-        for (int64_t i = 0; i < H; ++i) {
-          const double xi = static_cast<double>(xr[i]);
-          const float* prow = pp + i * H + j0;
-          double* b = buf.data() + i * kCols;
-          for (int64_t jj = 0; jj < nj; ++jj) b[jj] = xi * static_cast<double>(prow[jj]);
-        }
-        std::fill(buf.begin() + H * kCols, buf.end(), 0.0);
-        for (int64_t half = m >> 1; half >= 1; half >>= 1) {
-          for (int64_t i = 0; i < half; ++i) {
-            double* lo = buf.data() + i * kCols;
-            const double* hi = buf.data() + (i + half) * kCols;
-            for (int64_t jj = 0; jj < nj; ++jj) lo[jj] = lo[jj] + hi[jj];
+  int bits = 0;
+  while ((int64_t{1} << bits) < H) ++bits;
+  const int64_t m = int64_t{1} << bits;
+  std::vector<int32_t> order(m);  // leaf k of the tree is index bitrev(k)
+  for (int64_t k = 0; k < m; ++k) {
+    int64_t i = 0;
+    for (int b = 0; b < bits; ++b) i |= ((k >> b) & 1) << (bits - 1 - b);
+    order[k] = static_cast<int32_t>(i);
+  }
+  const int32_t* ord = order.data();
+  const int64_t wide = m >= kGroup ? H / kCols * kCols : 0;  // columns done kCols at a time
+  // Rows in tiles of kRows, each column block of p (H x kCols floats) reused across the tile from the cache.
+  constexpr int64_t kRows = 16;
+  at::parallel_for(0, rows, kRows, [&](int64_t begin, int64_t end) {
+    std::vector<double> xd(static_cast<size_t>(kRows * H)), stack(static_cast<size_t>((bits + 1) * kCols));
+    for (int64_t r0 = begin; r0 < end; r0 += kRows) {
+      const int64_t nr = std::min(kRows, end - r0);
+      for (int64_t k = 0; k < nr * H; ++k) xd[k] = static_cast<double>(xp[r0 * H + k]);
+      for (int64_t j0 = 0; j0 < wide; j0 += kCols) {
+        const float* pj = pp + j0;
+        for (int64_t rr = 0; rr < nr; ++rr) {
+          const double* x = xd.data() + rr * H;
+          double acc[kCols];
+          for (int64_t g = 0; g < m / kGroup; ++g) {
+            leaf_tree<kGroup>(ord, x, pj, H, g * kGroup, acc);
+            int level = 0;
+            for (; (g >> level) & 1; ++level) {
+              const double* st = stack.data() + level * kCols;
+              for (int w = 0; w < kCols; ++w) acc[w] = st[w] + acc[w];
+            }
+            std::copy(acc, acc + kCols, stack.data() + level * kCols);
           }
+          int top = 0;
+          while ((int64_t{kGroup} << top) < m) ++top;
+          const double* sum = stack.data() + top * kCols;
+          float* orow = op + (r0 + rr) * H;
+          for (int w = 0; w < kCols; ++w) orow[j0 + w] = static_cast<float>(x[j0 + w] + sum[w]);
         }
-        for (int64_t jj = 0; jj < nj; ++jj)
-          op[r * H + j0 + jj] = static_cast<float>(static_cast<double>(xr[j0 + jj]) + buf[jj]);
+      }
+      for (int64_t rr = 0; rr < nr; ++rr) {
+        const double* x = xd.data() + rr * H;
+        float* orow = op + (r0 + rr) * H;
+        for (int64_t j = wide; j < H; ++j)
+          orow[j] = static_cast<float>(x[j] + column_tree(ord, x, pp + j, H, m, stack.data()));
       }
     }
   });

@@ -98,6 +98,8 @@ class TokenRun:
     row: int
     rows: int
     pieces: tuple[tuple[int, int, int, int], ...]
+    #: SPEC §10: the slot of ``projections`` whose ``P_pre`` projects these rows before their cast, or -1
+    slot: int = -1
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,10 @@ class TokenInputArgs:
     req_seq_len: torch.Tensor
     #: int32 ``[R]``: 1 (SPEC §6 inputs) or 8 (the stronger inputs of SPEC-ARTIFACTS §2)
     req_segments: torch.Tensor
+    #: SPEC §10, or None: int32 ``[R]``, the request's slot of ``projections``, or -1 (not projected)
+    req_projection: Optional[torch.Tensor] = None
+    #: SPEC §10, or None: float32 ``[S, H, H]``, contiguous: ``projections[s]`` is a ``P_pre``
+    projections: Optional[torch.Tensor] = None
 
     def host_runs(self) -> list[TokenRun]:
         """Return the PoC rows as runs with their stream slices, read on the host (the CPU backends' plan).
@@ -132,6 +138,8 @@ class TokenInputArgs:
         pos = self.tok_pos[:t_count].tolist()
         seeds, seq_len, segments = self.req_seeds.tolist(), self.req_seq_len.tolist(), self.req_segments.tolist()
         num_req = len(seq_len)
+        slots = [-1] * num_req if self.req_projection is None else self.req_projection.tolist()
+        num_slots = 0 if self.projections is None else self.projections.shape[0]
         checked: set[int] = set()
         runs: list[TokenRun] = []
         t = 0
@@ -144,13 +152,18 @@ class TokenInputArgs:
                 raise ValueError(f"tok_req[{t}] = {r} is not a row of the request tables (R = {num_req})")
             if r not in checked:
                 _check_request(r, seeds[r], seq_len[r], segments[r], hidden)
+                if not -1 <= slots[r] < num_slots:
+                    raise ValueError(
+                        f"req_projection[{r}] = {slots[r]} must be -1 or a slot of projections (S = {num_slots})"
+                    )
                 checked.add(r)
             if not 0 <= pos[t] < seq_len[r]:
                 raise ValueError(f"tok_pos[{t}] = {pos[t]} is outside [0, req_seq_len[{r}] = {seq_len[r]})")
             k = 1
             while t + k < t_count and req[t + k] == r and pos[t + k] == pos[t] + k and pos[t + k] < seq_len[r]:
                 k += 1
-            runs.append(TokenRun(t, k, _stream_pieces(seeds[r], seq_len[r] * hidden, segments[r], pos[t], k, hidden)))
+            pieces = _stream_pieces(seeds[r], seq_len[r] * hidden, segments[r], pos[t], k, hidden)
+            runs.append(TokenRun(t, k, pieces, slots[r]))
             t += k
         return runs
 
@@ -416,7 +429,9 @@ def _check_token_table(t, name: str, count: int, device: torch.device, ref: str)
     return t
 
 
-def check_token_input_args(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments) -> TokenInputArgs:
+def check_token_input_args(
+    out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments, req_projection=None, projections=None
+) -> TokenInputArgs:
     """Return the validated ``write_token_inputs_`` arguments (from metadata only: nothing waits for a device)."""
     _check_rows(out, "out")
     t_count, device = out.shape[0], out.device
@@ -430,7 +445,26 @@ def check_token_input_args(out, tok_req, tok_pos, req_seeds, req_seq_len, req_se
         _check_index(t, name, torch.int32, device, "out")
         if t.shape[0] != num_req:
             raise ValueError(f"{name} must be [R] with R = {num_req} (the rows of req_seeds), got {t.shape[0]}")
-    return TokenInputArgs(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments)
+    if (req_projection is None) != (projections is None):
+        raise ValueError("req_projection and projections must be given together (SPEC §10), or neither")
+    if req_projection is not None:
+        _check_index(req_projection, "req_projection", torch.int32, device, "out")
+        if req_projection.shape[0] != num_req:
+            raise ValueError(
+                f"req_projection must be [R] with R = {num_req} (the rows of req_seeds), got {req_projection.shape[0]}"
+            )
+        hidden = out.shape[1]
+        if not isinstance(projections, torch.Tensor):
+            raise TypeError(f"projections must be a torch.Tensor, got {type(projections).__name__}")
+        if projections.dtype != torch.float32:
+            raise TypeError(f"projections must be float32, got {projections.dtype}")
+        if projections.dim() != 3 or projections.shape[1:] != (hidden, hidden):
+            raise ValueError(f"projections must be [S, {hidden}, {hidden}], got shape {tuple(projections.shape)}")
+        if projections.device != device:
+            raise ValueError(f"projections is on {projections.device} but out is on {device}")
+        if not projections.is_contiguous():
+            raise ValueError(f"projections must be contiguous, got strides {projections.stride()}")
+    return TokenInputArgs(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments, req_projection, projections)
 
 
 def check_token_layer_args(x, y, tok_req, req_layer, vectors, layer) -> TokenLayerArgs:

@@ -102,14 +102,12 @@ def projection(block_hash: str, hidden_size: int, which: str, device="cpu") -> t
 
 
 def _project(x: torch.Tensor, p: torch.Tensor, impl: Backend) -> torch.Tensor:
-    """``x + x @ p`` (SPEC §10): the C++ op for the C++ backend, else ``vectors.project`` (the same bits)."""
-    if impl.name == "cpp" and x.device.type == "cpu":
-        from . import _custom_ops
-
-        return _custom_ops.project(x, p)
+    """``x + x @ p`` (SPEC §10) by ``impl``'s op (the same bits on every backend), any leading shape."""
     from . import vectors
 
-    return vectors.project(x, p)
+    fn = impl.project or vectors.project
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    return fn(rows, p).view(x.shape)
 
 
 def apply_projection(x: torch.Tensor, block_hash: str, which: str, *, backend: str = "auto") -> torch.Tensor:
@@ -272,6 +270,8 @@ def write_token_inputs_(
     req_seq_len: torch.Tensor,
     req_segments: torch.Tensor,
     *,
+    req_projection: Optional[torch.Tensor] = None,
+    projections: Optional[torch.Tensor] = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Write the input embeddings of the PoC tokens of a flat batch into ``out`` ``[T, H]``, in place; return ``out``.
@@ -291,8 +291,17 @@ def write_token_inputs_(
     and the Triton backend (``auto`` on CUDA) reads every index on the device:
     it never synchronizes, so it can be captured in a CUDA graph whose tables
     are refilled between replays.
+
+    SPEC §10: with ``req_projection`` (int32 ``[R]``) and ``projections``
+    (float32 ``[S, H, H]``, contiguous, on out's device), the rows of a request
+    with ``s = req_projection[r] >= 0`` are ``x + x @ projections[s]`` of
+    their float32 inputs, cast once (``generate_inputs(...,
+    random_projection=True)`` when ``projections[s]`` is the block's
+    ``P_pre``); -1 leaves a request's rows unprojected.
     """
-    args = check_token_input_args(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments)
+    args = check_token_input_args(
+        out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments, req_projection, projections
+    )
     return _resolve(backend, out.device, "write_token_inputs_").write_token_inputs_(args)
 
 

@@ -102,6 +102,21 @@ def _report(x_floor_cached, vs_per_nonce):
                     "vs_compiled": 0.9,
                 }
             ],
+            "projection": [
+                {
+                    "H": 4096,
+                    "N": 2048,
+                    "p_mib": 64.0,
+                    "build_p_ms": 0.5,
+                    "project_ms": 2.0,
+                    "fp64_tflops": 34.4,
+                    "token_plain_ms": 0.1,
+                    "token_projected_ms": 2.4,
+                    "bf16_tflops": 700.0,
+                    "forward_est_ms": 46.8,
+                    "overhead_pct": 4.9,
+                }
+            ],
         },
         "elapsed_s": 300.0,
         "paths": {"json": "x/gpu-check-nvidia-h200.json"},
@@ -119,6 +134,10 @@ def test_goal_at_b1024_h4096(gpu_check, x_floor, vs_per_nonce, met):
     assert "NVIDIA H200" in text and "| 4096 | 1024 | triton-cached |" in text
     assert "FAILED `t::a`: boom" in text and "skipped (1): needs X" in text
     assert "NOT canonical on cuda" in text  # one row with ties out of order
+    assert "| 4096 | 2048 | 64.000 | 0.500 | 2.000 | 34.400 |" in text  # the random projection's row
+    assert "random projection H=4096  N=2048 2.000 ms (34.4 fp64 TFLOP/s), +4.9% of an estimated forward: under 5%" in (
+        gpu_check.summary(report)
+    )
     assert ("goal met" if met else "goal NOT met") in gpu_check.summary(report)
 
 

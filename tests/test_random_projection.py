@@ -8,7 +8,7 @@ import poc_kernels
 from poc_kernels import rng, vectors
 from poc_kernels.constants import RANDOM_PROJECTION_SCALE
 
-from _backends import backend_devices
+from _backends import backend_devices, has_backend, triton_device
 from _tolerances import PROJECTION_ATOL
 
 H = 48
@@ -108,12 +108,44 @@ def test_the_cpp_projection_is_bit_for_bit_the_reference(hidden):
     x = torch.randn(3, 7, hidden, generator=torch.Generator().manual_seed(hidden)) * 4
     x[1, 2] = float("nan")
     x[2, 0] = 0.0
+    x[2, 1] = -0.0  # signed zeros keep their bits
     got = _custom_ops.project(x, p)
     assert got.shape == x.shape and got.dtype == torch.float32
-    torch.testing.assert_close(got, vectors.project(x, p), rtol=0, atol=0, equal_nan=True)
+    expect = vectors.project(x, p)
+    torch.testing.assert_close(got, expect, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(got.signbit(), expect.signbit())
     torch.testing.assert_close(_custom_ops.project(x[1:2, 2:5], p), got[1:2, 2:5], rtol=0, atol=0, equal_nan=True)
     assert _custom_ops.project(x[:0], p).shape == (0, 7, hidden)
     with pytest.raises(RuntimeError, match="x and p must be float32"):
         _custom_ops.project(x.double(), p)
     with pytest.raises(RuntimeError, match="must be"):
         _custom_ops.project(x[..., :1] if hidden > 1 else torch.zeros(2, 3), p)
+
+
+@pytest.mark.skipif(not has_backend("triton"), reason="no Triton backend here (needs a GPU or TRITON_INTERPRET=1)")
+@pytest.mark.parametrize(
+    "hidden, chunk, block_j",
+    # the shipped shapes (0: the device's configuration) and trees split as NC residues x C leaves: one residue,
+    # several, one leaf each; column blocks narrower than H with a ragged last one
+    [(1, 0, 0), (5, 0, 0), (48, 0, 0), (48, 4, 16), (64, 64, 64), (64, 2, 8), (130, 16, 32), (130, 256, 128)],
+)
+def test_the_triton_projection_is_bit_for_bit_the_reference(hidden, chunk, block_j):
+    from poc_kernels.backends.triton import projection
+
+    device = triton_device()
+    p = vectors.random_projection("block_gamma", hidden, "post", device=device)
+    x = torch.randn(5, hidden, generator=torch.Generator().manual_seed(hidden)) * 4
+    x[1, 0] = float("nan")
+    x[2] = -0.0  # signed zeros: the sum of -0.0 products and x_j = -0.0 keep their bits
+    x[3, -1] = float("inf")
+    x = x.to(device)
+    got = projection.project(x, p, chunk=chunk, block_j=block_j)
+    expect = vectors.project(x, p)
+    assert torch.equal(got.view(torch.int32)[~got.isnan()], expect.view(torch.int32)[~expect.isnan()])
+    assert torch.equal(got.isnan(), expect.isnan())
+    # one row at a time: the same bits (batch invariance)
+    assert torch.equal(projection.project(x[2:3].contiguous(), p, chunk=chunk, block_j=block_j), got[2:3])
+    with pytest.raises(TypeError, match="x and p must be float32"):
+        projection.project(x.double(), p)
+    with pytest.raises(ValueError, match="p must be a contiguous"):
+        projection.project(x, p.t() if hidden > 1 else p[:, :0])

@@ -179,6 +179,59 @@ def test_token_inputs_empty_batch_and_no_poc_token(backend, device):
     assert (out == SENTINEL).all()
 
 
+# SPEC §10: the requests' P_pre slots (slot 0 is BLOCK's own P_pre, slot 1 another block's), -1 unprojected
+PROJ_SLOTS = [0, -1, 1, 0, 1]
+
+
+def _projections(hidden, device):
+    return torch.stack(
+        [vectors.random_projection(b, hidden, "pre", device=device) for b in (BLOCK, f"{BLOCK}_other")]
+    ).contiguous()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend, device", _params("write_token_inputs_"))
+def test_token_inputs_with_projection_are_the_projected_rows(backend, device, dtype):
+    """SPEC §10 in the flat batch: a request's rows are x + x @ P of its slot, then cast; others as before."""
+    hidden = 41
+    tables = _tables(device)
+    proj = _projections(hidden, device)
+    req_projection = torch.tensor(PROJ_SLOTS, dtype=torch.int32, device=device)
+    out = torch.full((len(TOKENS) + 2, hidden), SENTINEL, dtype=dtype, device=device)
+    out[-1, 3] = float("nan")
+    before = out.clone()
+    poc_kernels.write_token_inputs_(
+        out[: len(TOKENS)], **tables, req_projection=req_projection, projections=proj, backend=backend
+    )
+    f32 = _input_rows(backend, device, hidden, torch.float32)
+    plain = _input_rows(backend, device, hidden, dtype)
+    kw = {"dtype": dtype, "device": device, "backend": backend}
+    own = [
+        poc_kernels.generate_inputs(BLOCK, KEY, [n], q, hidden, stronger_rng=g == 8, random_projection=True, **kw)[0]
+        for n, q, g in REQUESTS
+    ]
+    expect = before.clone()
+    for t, (r, pos) in enumerate(TOKENS):
+        if r < 0:
+            continue
+        slot = PROJ_SLOTS[r]
+        if slot < 0:
+            expect[t] = plain[r][pos]
+        elif slot == 0:  # BLOCK's own P_pre: generate_inputs(random_projection=True), bit for bit
+            expect[t] = own[r][pos]
+        else:
+            expect[t] = vectors.project(f32[r][pos : pos + 1], proj[1])[0].to(dtype)
+    assert torch.equal(_bits(out), _bits(expect)), (backend, (out != expect).nonzero()[:5])
+    assert not torch.equal(own[0], plain[0])
+    # every slot -1: exactly the unprojected rows
+    again = torch.full_like(out[: len(TOKENS)], SENTINEL)
+    none = torch.full_like(req_projection, -1)
+    poc_kernels.write_token_inputs_(again, **tables, req_projection=none, projections=proj, backend=backend)
+    plain_out = torch.full_like(again, SENTINEL)
+    poc_kernels.write_token_inputs_(plain_out, **tables, backend=backend)
+    assert torch.equal(_bits(again), _bits(plain_out))
+
+
 # ----------------------------------------------------------------------------- apply_token_layer_transform_
 
 
@@ -275,6 +328,38 @@ INPUT_ERRORS = [
     ({"req_seeds": torch.zeros(5, 8, dtype=torch.int32)}, TypeError, "req_seeds must have dtype torch.int64"),
     ({"req_seq_len": torch.ones(4, dtype=torch.int32)}, ValueError, r"req_seq_len must be \[R\] with R = 5"),
     ({"req_segments": torch.ones(5)}, TypeError, "req_segments must have dtype torch.int32"),
+    ({"req_projection": torch.zeros(5, dtype=torch.int32)}, ValueError, "must be given together"),
+    ({"projections": torch.zeros(1, 41, 41)}, ValueError, "must be given together"),
+    (
+        {"req_projection": torch.zeros(5, dtype=torch.int64), "projections": torch.zeros(1, 41, 41)},
+        TypeError,
+        "req_projection must have dtype torch.int32",
+    ),
+    (
+        {"req_projection": torch.zeros(4, dtype=torch.int32), "projections": torch.zeros(1, 41, 41)},
+        ValueError,
+        r"req_projection must be \[R\] with R = 5",
+    ),
+    (
+        {"req_projection": torch.zeros(5, dtype=torch.int32), "projections": torch.zeros(1, 41, 40)},
+        ValueError,
+        r"projections must be \[S, 41, 41\]",
+    ),
+    (
+        {"req_projection": torch.zeros(5, dtype=torch.int32), "projections": torch.zeros(1, 41, 41).double()},
+        TypeError,
+        "projections must be float32",
+    ),
+    (
+        {"req_projection": torch.zeros(5, dtype=torch.int32), "projections": torch.zeros(1, 41, 41).transpose(1, 2)},
+        ValueError,
+        "projections must be contiguous",
+    ),
+    (
+        {"req_projection": torch.zeros(5, dtype=torch.int32), "projections": [[[0.0]]]},
+        TypeError,
+        "projections must be a torch.Tensor",
+    ),
 ]
 
 
@@ -293,9 +378,13 @@ def test_token_inputs_bad_index_values_on_the_host(backend):
         ("tok_pos", 0, -1, "tok_pos\\[0\\] = -1"),
         ("req_segments", 1, 3, "req_segments\\[1\\] must be 1 or 8"),
         ("req_seq_len", 0, 0, "req_seq_len\\[0\\] must lie in"),
+        ("req_projection", 0, 1, "req_projection\\[0\\] = 1 must be -1 or a slot of projections \\(S = 1\\)"),
+        ("req_projection", 1, -2, "req_projection\\[1\\] = -2"),
     ]
     for name, index, value, match in bad:
         args = _input_call()
+        if name == "req_projection":  # one slot
+            args.update(req_projection=torch.full((5,), -1, dtype=torch.int32), projections=torch.zeros(1, 41, 41))
         args[name][index] = value
         with pytest.raises(ValueError, match=match):
             poc_kernels.write_token_inputs_(**args, backend=backend)
@@ -392,6 +481,17 @@ def test_triton_leaves_rows_with_out_of_range_indices_untouched():
         x, None, tok_req, req_layer, _vectors(hidden, torch.float16, device), 0, backend="triton"
     )
     assert torch.equal(_bits(x), _bits(x0))
+    # SPEC §10: a projection slot past the projections projects nothing (the rows keep their plain inputs)
+    tables = _tables(device)
+    plain = torch.full((len(TOKENS), hidden), SENTINEL, device=device)
+    poc_kernels.write_token_inputs_(plain, **tables, backend="triton")
+    out = torch.full_like(plain, SENTINEL)
+    req_projection = torch.tensor([1, -1, 7, -5, 1], dtype=torch.int32, device=device)
+    projections = _projections(hidden, device)[:1].contiguous()
+    poc_kernels.write_token_inputs_(
+        out, **tables, req_projection=req_projection, projections=projections, backend="triton"
+    )
+    assert torch.equal(_bits(out), _bits(plain))
 
 
 def test_triton_custom_ops_opcheck():
@@ -403,6 +503,7 @@ def test_triton_custom_ops_opcheck():
     x = _hidden(len(TOKENS), hidden, 6, torch.bfloat16, device)
     layer_args = (t["tok_req"], torch.tensor(CODES, dtype=torch.int32, device=device))
     vecs = _vectors(hidden, torch.bfloat16, device)
+    proj = _projections(hidden, device)
     samples = [
         (
             torch.ops.poc_kernels.triton_write_token_inputs_,
@@ -410,6 +511,16 @@ def test_triton_custom_ops_opcheck():
         ),
         (torch.ops.poc_kernels.triton_token_layer_transform_, (x.clone(), x.clone() * 2, *layer_args, vecs, 1)),
         (torch.ops.poc_kernels.triton_token_layer_transform_, (x.clone(), None, *layer_args, vecs, 0)),
+        (
+            torch.ops.poc_kernels.triton_token_project_,
+            (
+                torch.zeros(len(TOKENS), hidden, device=device),
+                *t.values(),
+                torch.tensor(PROJ_SLOTS, dtype=torch.int32, device=device),
+                proj,
+            ),
+        ),
+        (torch.ops.poc_kernels.triton_project, (_hidden(3, hidden, 7, torch.float32, device, 1.0), proj[0])),
     ]
     for op, args in samples:
         torch.library.opcheck(op, args)
@@ -429,31 +540,37 @@ def test_token_ops_under_cuda_graph_capture(dtype):
     y = torch.zeros_like(x)
     req_layer = torch.tensor(CODES, dtype=torch.int32, device=device)
     vecs = _vectors(hidden, dtype, device)
+    # SPEC §10 in the same graph: the requests' projection slots change between replays too
+    req_projection = torch.tensor(PROJ_SLOTS, dtype=torch.int32, device=device)
+    projections = _projections(hidden, device)
 
-    def step(out, x, y, tables, req_layer):
-        poc_kernels.write_token_inputs_(out, **tables)
+    def step(out, x, y, tables, req_layer, req_projection):
+        poc_kernels.write_token_inputs_(out, **tables, req_projection=req_projection, projections=projections)
         poc_kernels.apply_token_layer_transform_(x, y, tables["tok_req"], req_layer, vecs, layer)
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm up (compile) outside the capture
-        step(out.clone(), x.clone(), y.clone(), static, req_layer)
+        step(out.clone(), x.clone(), y.clone(), static, req_layer, req_projection)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        step(out, x, y, static, req_layer)
+        step(out, x, y, static, req_layer, req_projection)
 
-    # two steps with other tokens: other requests, positions, chat rows and layer codes
+    # two steps with other tokens: other requests, positions, chat rows, layer codes and projection slots
     first = [(3, p) for p in range(7)] + [(-1, 0), (4, 0), (0, 4), (1, 2), (-1, 0), (2, 0), (2, 1), (2, 2), (2, 3)]
     steps = [
-        (first, CODES),
-        ([(1, 0), (0, 0), (-1, 0)] * 5 + [(3, 5)], [3, 0, 2, -1, 1]),
+        (first, CODES, PROJ_SLOTS),
+        ([(1, 0), (0, 0), (-1, 0)] * 5 + [(3, 5)], [3, 0, 2, -1, 1], [-1, 1, 0, 0, -1]),
     ]
-    for i, (tokens, codes) in enumerate(steps):
+    plain = _input_rows("triton", device, hidden, dtype)
+    f32 = _input_rows("triton", device, hidden, torch.float32)
+    for i, (tokens, codes, slots) in enumerate(steps):
         tables = _tables(device, tokens)
         for name, value in tables.items():
             static[name].copy_(value)
         req_layer.copy_(torch.tensor(codes, dtype=torch.int32))
+        req_projection.copy_(torch.tensor(slots, dtype=torch.int32))
         x0, y0 = _hidden(t_count, hidden, 10 + i, dtype, device), _hidden(t_count, hidden, 20 + i, dtype, device)
         out.fill_(SENTINEL)
         x.copy_(x0)
@@ -461,11 +578,16 @@ def test_token_ops_under_cuda_graph_capture(dtype):
         graph.replay()
         expect_out = torch.full_like(out, SENTINEL)
         expect_x, expect_y = x0.clone(), y0.clone()
-        step(expect_out, expect_x, expect_y, tables, req_layer)
+        step(expect_out, expect_x, expect_y, tables, req_layer, req_projection.clone())
         torch.cuda.synchronize()
         assert torch.equal(_bits(out), _bits(expect_out)), i
         assert torch.equal(_bits(x), _bits(expect_x)), i
         assert torch.equal(_bits(y), _bits(expect_y)), i
-        rows = _input_rows("triton", device, hidden, dtype)
         for t, (r, pos) in enumerate(tokens):
-            assert torch.equal(out[t], rows[r][pos] if r >= 0 else torch.full_like(out[t], SENTINEL)), (i, t)
+            if r < 0:
+                row = torch.full_like(out[t], SENTINEL)
+            elif slots[r] < 0:
+                row = plain[r][pos]
+            else:
+                row = vectors.project(f32[r][pos : pos + 1], projections[slots[r]])[0].to(dtype)
+            assert torch.equal(out[t], row), (i, t)

@@ -244,3 +244,64 @@ def test_placeholder_requests_have_no_prompt_embeds(new):
     assert all(set(prompt) == {"prompt_token_ids", "cache_salt"} for _, prompt, _ in reqs)
     assert all(prompt["prompt_token_ids"] == [0] * 1024 for _, prompt, _ in reqs)
     assert len({prompt["cache_salt"] for _, prompt, _ in reqs}) == 3
+
+
+def test_token_table_projection_slots(monkeypatch):
+    """SPEC §10 in the engine: a batch takes its block's P_pre slot, shared by batches of that block, freed at the end;
+    a full table or POC_PROJECTION_SLOTS=0 refuses a batch and names the variable."""
+    import numpy as np
+
+    from poc_kernels import vectors
+    from poc_kernels.vllm import inline
+
+    def table(slots):
+        return inline.TokenTable(
+            device="cpu",
+            dtype=torch.bfloat16,
+            hidden_size=41,
+            first_layer=0,
+            num_layers=2,
+            max_tokens=16,
+            max_reqs=4,
+            projection_slots=slots,
+        )
+
+    def spec(block, layer_block=None):
+        seeds = np.zeros((2, 8), dtype=np.int64)
+        return inline.BatchSpec(seeds, 1, 4, layer_block, False, projection_block=block)
+
+    t = table(2)
+    assert t.projections.shape == (2, 41, 41) and t.projections.dtype == torch.float32
+    a1, a2, b, c = spec("A"), spec("A"), spec("B"), spec("C")
+    for tag, s in (("a1", a1), ("a2", a2), ("b", b)):
+        t.begin(tag, s)
+    assert (a1.proj_slot, a2.proj_slot, b.proj_slot) == (0, 0, 1)
+    assert torch.equal(t.projections[0], vectors.random_projection("A", 41, "pre"))
+    assert torch.equal(t.projections[1], vectors.random_projection("B", 41, "pre"))
+    with pytest.raises(RuntimeError, match=r"all 2 projection slots \(POC_PROJECTION_SLOTS\)"):
+        t.begin("c", c)
+    assert "c" not in t.specs
+    t.end("a1")
+    with pytest.raises(RuntimeError, match="projection slots"):  # A still runs in a2
+        t.begin("c", c)
+    t.end("a2")
+    t.begin("c", c)
+    assert c.proj_slot == 0 and torch.equal(t.projections[0], vectors.random_projection("C", 41, "pre"))
+    assert t.proj_users == [1, 1]
+    # a batch refused for its layer slot gives its projection slot back
+    t.end("c")
+    t.slot_block, t.slot_users = ["w", "x", "y", "z"], [1, 1, 1, 1]
+    with pytest.raises(RuntimeError, match="layer-vector slots"):
+        t.begin("d", spec("D", layer_block="new"))
+    assert t.proj_users == [0, 1] and "d" not in t.specs
+    # no slots: plain batches run, projected ones are refused
+    none = table(0)
+    none.begin("plain", spec(None))
+    with pytest.raises(ValueError, match="POC_PROJECTION_SLOTS=0 allocates none"):
+        none.begin("projected", spec("A"))
+    monkeypatch.setenv("POC_PROJECTION_SLOTS", "3")
+    assert inline.projection_slots() == 3
+    for bad in ("x", "-1", "65"):
+        monkeypatch.setenv("POC_PROJECTION_SLOTS", bad)
+        with pytest.raises(ValueError, match=rf"POC_PROJECTION_SLOTS must be an integer in \[0, 64\], got '{bad}'"):
+            inline.projection_slots()

@@ -73,6 +73,9 @@ class Backend:
     #: the layer transform of the PoC tokens' rows of ``args.x`` (and ``args.y``) whose request has a layer
     #: code, in place; other rows untouched
     token_layer_transform_: Optional[Callable[[TokenLayerArgs], None]] = None
+    #: SPEC §10: float32 ``x + x @ p`` of float32 rows ``x`` ``[N, H]`` (contiguous) and ``p`` ``[H, H]``, in the
+    #: fixed order of ``vectors.project`` (the same bits on every backend)
+    project: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
     preferred: Optional[Callable[[torch.device], bool]] = None
 
     def is_preferred(self, device: torch.device) -> bool:

@@ -115,11 +115,17 @@ def generate_inputs(args: InputArgs) -> torch.Tensor:
 
 
 def write_token_inputs_(args: TokenInputArgs) -> torch.Tensor:
-    """Write the input rows of the PoC tokens into ``args.out`` ``[T, H]``; return it."""
+    """Write the input rows of the PoC tokens into ``args.out`` ``[T, H]``; return it (the rows of a request with
+    a projection slot projected by the C++ op, SPEC §10, then cast once)."""
     out = args.out
     hidden = out.shape[1]
     dense = out.shape[0] <= 1 or out.stride(0) == hidden  # consecutive rows are one contiguous range
     for run in args.host_runs():
+        if run.slot >= 0:
+            rows = torch.empty(run.rows, hidden, dtype=torch.float32)
+            _write_pieces([rows.view(-1)], run.pieces)
+            out[run.row : run.row + run.rows] = ops.project(rows, args.projections[run.slot])
+            continue
         if dense:
             flat = [out[run.row : run.row + run.rows].view(-1)]
         else:  # row by row: each row is contiguous
@@ -158,5 +164,6 @@ if ops.HAS_EXT:
             generate_inputs=generate_inputs,
             compute_artifacts=compute_artifacts,
             write_token_inputs_=write_token_inputs_,
+            project=ops.project,
         )
     )

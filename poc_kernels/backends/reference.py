@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import reference, rng
+from .. import reference, rng, vectors
 from .._checks import TokenInputArgs, TokenLayerArgs
 from . import Backend, register_backend
 
@@ -19,12 +19,16 @@ def layer_transform_(x: torch.Tensor, v: torch.Tensor, normalize: bool) -> torch
 
 
 def write_token_inputs_(args: TokenInputArgs) -> torch.Tensor:
-    """Write each run of PoC rows as the stream slices of its request (``rng.normal_slice``), cast once."""
+    """Write each run of PoC rows as the stream slices of its request (``rng.normal_slice``), cast once
+    (projected first, SPEC §10, when its request names a projection slot)."""
     out = args.out
     hidden = out.shape[1]
     for run in args.host_runs():
         values = [rng.normal_slice(seed, n, start, stop, device=out.device) for seed, n, start, stop in run.pieces]
-        out[run.row : run.row + run.rows] = torch.cat(values).view(run.rows, hidden)
+        rows = torch.cat(values).view(run.rows, hidden)
+        if run.slot >= 0:
+            rows = vectors.project(rows, args.projections[run.slot])
+        out[run.row : run.row + run.rows] = rows
     return out
 
 
@@ -64,5 +68,6 @@ register_backend(
         layer_transform_=layer_transform_,
         write_token_inputs_=write_token_inputs_,
         token_layer_transform_=token_layer_transform_,
+        project=vectors.project,
     )
 )

@@ -45,6 +45,26 @@ logger = logging.getLogger("poc_kernels.vllm")
 
 #: Layer-vector slots per worker: batches of at most this many distinct layer-transform block hashes run at once.
 LAYER_SLOTS = 4
+#: SPEC §10: ``P_pre`` slots per worker (``POC_PROJECTION_SLOTS``): batches of at most this many distinct
+#: block hashes run with ``random_projection`` at once. Each is an ``[H, H]`` float32 buffer allocated with the
+#: table (before vLLM sizes its KV cache): 1.3 MiB at H = 576, 64 MiB at H = 4096. 0 refuses the projection.
+PROJECTION_SLOTS_ENV = "POC_PROJECTION_SLOTS"
+DEFAULT_PROJECTION_SLOTS = 2
+
+
+def projection_slots() -> int:
+    """Return the ``P_pre`` slots a worker allocates (``POC_PROJECTION_SLOTS``, default 2)."""
+    import os
+
+    raw = os.environ.get(PROJECTION_SLOTS_ENV, str(DEFAULT_PROJECTION_SLOTS))
+    try:
+        slots = int(raw)
+    except ValueError:
+        slots = -1
+    if not 0 <= slots <= 64:
+        raise ValueError(f"{PROJECTION_SLOTS_ENV} must be an integer in [0, 64], got {raw!r}")
+    return slots
+
 
 _TABLES: dict[int, TokenTable] = {}
 _TABLES_LOCK = threading.Lock()
@@ -101,6 +121,7 @@ class BatchSpec:
     slot: int = -1  # the layer-vector slot while the batch runs, -1 without a layer transform
     #: SPEC §10: the block whose P_pre projects the batch's input rows, or None
     projection_block: Optional[str] = None
+    proj_slot: int = -1  # its P_pre slot while the batch runs
 
     @property
     def layer_code(self) -> int:
@@ -121,6 +142,7 @@ class TokenTable:
         max_tokens: int,
         max_reqs: int,
         slots: int = LAYER_SLOTS,
+        projection_slots: int = DEFAULT_PROJECTION_SLOTS,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
@@ -138,6 +160,11 @@ class TokenTable:
         self.req_segments = torch.ones(max_reqs, dtype=torch.int32, device=d)
         self.req_layer = torch.full((max_reqs,), -1, dtype=torch.int32, device=d)
         self.vectors = torch.zeros(slots, max(1, num_layers), hidden_size, dtype=dtype, device=d)
+        # SPEC §10: each request's P_pre slot (-1: none), and the slots, at fixed addresses like the rest
+        self.req_proj = torch.full((max_reqs,), -1, dtype=torch.int32, device=d)
+        self.projections = torch.zeros(projection_slots, hidden_size, hidden_size, dtype=torch.float32, device=d)
+        self.proj_block: list[Optional[str]] = [None] * projection_slots
+        self.proj_users = [0] * projection_slots
         # host copies of the per-step buffers (the buffers themselves on the CPU)
         if self.cuda:
             self._h_tok_req = np.full(max_tokens, -1, dtype=np.int32)
@@ -145,7 +172,7 @@ class TokenTable:
         else:
             self._h_tok_req = self.tok_req.numpy()
             self._h_tok_pos = self.tok_pos.numpy()
-        self._h_req = np.zeros((max_reqs, 11), dtype=np.int64)  # 8 seeds, seq_len, segments, layer code
+        self._h_req = np.zeros((max_reqs, 12), dtype=np.int64)  # 8 seeds, seq_len, segments, layer code, P_pre slot
         self.lock = threading.Lock()
         self.specs: dict[str, BatchSpec] = {}
         self.slot_block: list[Optional[str]] = [None] * slots
@@ -153,7 +180,6 @@ class TokenTable:
         self.extent = 0  # tokens [0, extent) may hold PoC entries from the last fill
         self.step_rows = 0  # PoC tokens in the current step
         self.step_layer_rows = 0  # of which with a layer transform
-        self.step_projection: list = []  # (first token, tokens, block hash) of the rows to project (CPU only)
         self.steps_with_poc = 0
 
     # ------------------------------------------------------------------ batches
@@ -162,13 +188,14 @@ class TokenTable:
         with self.lock:
             if tag in self.specs:
                 raise ValueError(f"PoC batch {tag!r} is already running on this worker")
-            if spec.projection_block is not None and self.cuda:
-                raise ValueError(
-                    "random_projection inside the engine runs on CPU workers only so far: its fused, "
-                    "CUDA-graph-safe kernel is not written yet (use an engine with --enable-prompt-embeds)"
-                )
+            if spec.projection_block is not None:
+                spec.proj_slot = self._acquire_projection(spec.projection_block)
             if spec.layer_block_hash is not None:
-                spec.slot = self._acquire(spec.layer_block_hash)
+                try:
+                    spec.slot = self._acquire(spec.layer_block_hash)
+                except BaseException:
+                    self._release_projection(spec)
+                    raise
             self.specs[tag] = spec
 
     def end(self, tag: str) -> None:
@@ -176,6 +203,37 @@ class TokenTable:
             spec = self.specs.pop(tag, None)
             if spec is not None and spec.slot >= 0:
                 self.slot_users[spec.slot] -= 1
+            if spec is not None:
+                self._release_projection(spec)
+
+    def _release_projection(self, spec: BatchSpec) -> None:
+        if spec.proj_slot >= 0:
+            self.proj_users[spec.proj_slot] -= 1
+            spec.proj_slot = -1
+
+    def _acquire_projection(self, block_hash: str) -> int:
+        for s, b in enumerate(self.proj_block):
+            if b == block_hash:
+                self.proj_users[s] += 1
+                return s
+        if not self.proj_block:
+            raise ValueError(
+                f"random_projection needs a P_pre slot on the worker, and {PROJECTION_SLOTS_ENV}=0 allocates none"
+            )
+        free = [s for s, n in enumerate(self.proj_users) if n == 0]
+        if not free:
+            raise RuntimeError(
+                f"all {len(self.proj_users)} projection slots ({PROJECTION_SLOTS_ENV}) are used by running PoC "
+                "batches of other block hashes"
+            )
+        from ..api import projection
+
+        s = free[0]
+        self.proj_block[s] = None  # until the copy is complete
+        # the per-block cache's matrix, copied into the slot's fixed buffer (the forward reads it there)
+        self.projections[s].copy_(projection(block_hash, self.hidden_size, "pre", self.device))
+        self.proj_block[s], self.proj_users[s] = block_hash, 1
+        return s
 
     def _acquire(self, block_hash: str) -> int:
         for s, b in enumerate(self.slot_block):
@@ -203,13 +261,11 @@ class TokenTable:
         with self.lock:
             if not self.specs and not self.extent:
                 self.step_rows = self.step_layer_rows = 0
-                self.step_projection = []
                 return
             tok_req, tok_pos, req = self._h_tok_req, self._h_tok_pos, self._h_req
             old_extent = self.extent
             tok_req[:old_extent] = -1
             start = r = rows = layer_rows = extent = 0
-            projection = []
             for i, rid in enumerate(req_ids):
                 n = int(num_scheduled[i])
                 tag, index = parse_request_id(rid) if rid is not None else (None, -1)
@@ -222,16 +278,14 @@ class TokenTable:
                         tok_pos[start : start + m] = np.arange(c, c + m, dtype=np.int32)
                         req[r, :8] = spec.seeds[index]
                         req[r, 8], req[r, 9], req[r, 10] = spec.seq_len, spec.segments, spec.layer_code
+                        req[r, 11] = spec.proj_slot
                         r += 1
                         rows += m
                         layer_rows += m if spec.slot >= 0 else 0
                         extent = start + m
-                        if spec.projection_block is not None:
-                            projection.append((start, m, spec.projection_block))
                 start += n
             self.extent = extent
             self.step_rows, self.step_layer_rows = rows, layer_rows
-            self.step_projection = projection
             self.steps_with_poc += rows > 0
             self._publish(max(old_extent, extent), r)
 
@@ -243,6 +297,7 @@ class TokenTable:
                 self.req_seq_len[:reqs] = torch.from_numpy(req[:, 8].astype(np.int32))
                 self.req_segments[:reqs] = torch.from_numpy(req[:, 9].astype(np.int32))
                 self.req_layer[:reqs] = torch.from_numpy(req[:, 10].astype(np.int32))
+                self.req_proj[:reqs] = torch.from_numpy(req[:, 11].astype(np.int32))
             return
         # fresh pinned copies, so that a copy still queued from the last step never reads changed host memory
         if tokens:
@@ -254,6 +309,7 @@ class TokenTable:
             self.req_seq_len[:reqs].copy_(staged[:, 8])
             self.req_segments[:reqs].copy_(staged[:, 9])
             self.req_layer[:reqs].copy_(staged[:, 10])
+            self.req_proj[:reqs].copy_(staged[:, 11])
 
     # ------------------------------------------------------------------ the ops' work
 
@@ -263,21 +319,14 @@ class TokenTable:
         self._check_rows(x)
         from ..api import write_token_inputs_
 
-        write_token_inputs_(x, self.tok_req, self.tok_pos, self.req_seeds, self.req_seq_len, self.req_segments)
-        if self.step_projection:
-            self._project_inputs(x)
-
-    def _project_inputs(self, x: torch.Tensor) -> None:
-        """SPEC §10 on the rows of projected batches: ``x + x @ P_pre`` of the float32 inputs, then the cast."""
-        from ..api import apply_projection, write_token_inputs_
-
-        f32 = x
-        if x.dtype != torch.float32:  # the rows again before their cast
-            f32 = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-            tables = (self.tok_req, self.tok_pos, self.req_seeds, self.req_seq_len, self.req_segments)
-            write_token_inputs_(f32, *tables)
-        for start, m, block_hash in self.step_projection:
-            x[start : start + m] = apply_projection(f32[start : start + m], block_hash, "pre").to(x.dtype)
+        # SPEC §10: rows of a request with a P_pre slot are projected before their cast (the Triton kernel
+        # regenerates them and reads the slot on the device, so the launch is the same in every step)
+        projection = {}
+        if self.proj_block:
+            projection = {"req_projection": self.req_proj, "projections": self.projections}
+        write_token_inputs_(
+            x, self.tok_req, self.tok_pos, self.req_seeds, self.req_seq_len, self.req_segments, **projection
+        )
 
     def transform(self, x: torch.Tensor, y: Optional[torch.Tensor], layer: int) -> None:
         if not self.cuda and not self.step_layer_rows:
@@ -348,6 +397,7 @@ def install(runner: Any) -> Installed:
         num_layers=len(layers),
         max_tokens=max_tokens,
         max_reqs=max_reqs,
+        projection_slots=projection_slots(),
     )
     with _TABLES_LOCK:
         table_id = max(_TABLES, default=-1) + 1

@@ -74,6 +74,12 @@ def _token_layer_transform_(args):
     return backend.token_layer_transform_(args)
 
 
+def _project(x, p):
+    from . import backend
+
+    return backend.project(x, p)
+
+
 if importlib.util.find_spec("triton") is not None:
     register_backend(
         Backend(
@@ -85,6 +91,7 @@ if importlib.util.find_spec("triton") is not None:
             layer_transform_=_layer_transform_,
             write_token_inputs_=_write_token_inputs_,
             token_layer_transform_=_token_layer_transform_,
+            project=_project,
             preferred=lambda device: device.type == "cuda" and supports(device),
         )
     )

@@ -164,10 +164,17 @@ def write_token_inputs_(args: TokenInputArgs) -> torch.Tensor:
     or position lies outside the tables is left untouched.
     """
     config_for(args.out.device)
-    torch.ops.poc_kernels.triton_write_token_inputs_(
-        args.out, args.tok_req, args.tok_pos, args.req_seeds, args.req_seq_len, args.req_segments
-    )
+    tables = (args.tok_req, args.tok_pos, args.req_seeds, args.req_seq_len, args.req_segments)
+    torch.ops.poc_kernels.triton_write_token_inputs_(args.out, *tables)
+    if args.projections is not None:  # SPEC §10: the projected rows again, regenerated, projected, cast once
+        torch.ops.poc_kernels.triton_token_project_(args.out, *tables, args.req_projection, args.projections)
     return args.out
+
+
+def project(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Return float32 ``x + x @ p`` (SPEC §10) of the rows of ``x`` ``[N, H]`` in one launch."""
+    config_for(x.device)
+    return torch.ops.poc_kernels.triton_project(x, p.contiguous())
 
 
 def token_layer_transform_(args: TokenLayerArgs) -> None:

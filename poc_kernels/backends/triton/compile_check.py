@@ -27,6 +27,7 @@ from typing import Optional
 from ...constants import ARTIFACT_K, NUM_REFLECTIONS, STRONGER_SEGMENTS
 from . import interpreter_enabled
 from .configs import GPU_CONFIGS, Config
+from .projection import tree_shape
 
 DTYPES = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}
 # seeds derived on the host arrive as int64, seeds derived on a GPU (the extension's CUDA op) as uint32
@@ -248,13 +249,71 @@ def shipped_variants(cfg: Config) -> list[Variant]:
                 {"num_warps": cfg.artifact_warps, "enable_fp_fusion": False},
             )
         )
+    # SPEC §10 for the hidden sizes of SmolLM2 (576), 8B (4096) and 70B (8192) models: NC residues x C leaves
+    for hidden in (576, 4096, 8192):
+        nc1, nc2, c = tree_shape(hidden, cfg.rp_chunk)
+        shape = f"H={hidden} NC={nc1}x{nc2} C={c} block_j={cfg.rp_block_j}"
+        constexprs = {"NC1": nc1, "NC2": nc2, "C": c, "BLOCK_J": cfg.rp_block_j}
+        options = {"num_warps": cfg.rp_warps, "enable_fp_fusion": False}
+        token_options = {"num_warps": cfg.rp_warps, "enable_fp_fusion": True}
+        out.append(
+            Variant(
+                "_random_projection_kernel",
+                cfg.name,
+                shape,
+                {
+                    "x_ptr": "*fp32",
+                    "p_ptr": "*fp32",
+                    "out_ptr": "*fp32",
+                    "H": "i32",
+                    "stride_x": "i64",
+                    "stride_o": "i64",
+                    "NC1": "constexpr",
+                    "NC2": "constexpr",
+                    "C": "constexpr",
+                    "BLOCK_J": "constexpr",
+                },
+                constexprs,
+                options,
+            )
+        )
+        for dname, ptr in DTYPES.items():
+            out.append(
+                Variant(
+                    "_token_random_projection_kernel",
+                    cfg.name,
+                    f"out={dname} {shape}",
+                    {
+                        "out_ptr": ptr,
+                        "tok_req_ptr": "*i32",
+                        "tok_pos_ptr": "*i32",
+                        "seed_ptr": "*i64",
+                        "seq_len_ptr": "*i32",
+                        "segments_ptr": "*i32",
+                        "req_proj_ptr": "*i32",
+                        "p_ptr": "*fp32",
+                        "R": "i32",
+                        "G": "i32",
+                        "S": "i32",
+                        "H": "i32",
+                        "stride_t": "i64",
+                        "stride_r": "i32",
+                        "NC1": "constexpr",
+                        "NC2": "constexpr",
+                        "C": "constexpr",
+                        "BLOCK_J": "constexpr",
+                    },
+                    constexprs,
+                    token_options,
+                )
+            )
     return out
 
 
 def _kernel(name: str):
-    from . import artifacts, distances, inputs, layer_hook
+    from . import artifacts, distances, inputs, layer_hook, projection
 
-    for mod in (distances, artifacts, inputs, layer_hook):
+    for mod in (distances, artifacts, inputs, layer_hook, projection):
         if hasattr(mod, name):
             return getattr(mod, name)
     raise KeyError(name)

@@ -48,6 +48,11 @@ class Config:
     # _artifact_kernel: hidden chunk (at most), warps
     artifact_block: int
     artifact_warps: int
+    # _random_projection_kernel and _token_random_projection_kernel (SPEC §10): leaves folded in registers per
+    # residue (the padded hidden size splits as M = M/C residues x C leaves), output columns per program, warps
+    rp_chunk: int
+    rp_block_j: int
+    rp_warps: int
 
 
 # Ampere, Hopper and newer. 3xTF32 keeps the projection fp32-accurate (plain TF32 is
@@ -73,6 +78,9 @@ CUDA_SM80 = Config(
     token_warps=4,
     artifact_block=1024,
     artifact_warps=4,
+    rp_chunk=32,
+    rp_block_j=32,
+    rp_warps=8,
 )
 
 INTERPRETER = Config(
@@ -96,6 +104,9 @@ INTERPRETER = Config(
     token_warps=1,
     artifact_block=8192,
     artifact_warps=1,
+    rp_chunk=1024,
+    rp_block_j=256,
+    rp_warps=1,
 )
 
 #: Every configuration compiled for real GPUs.

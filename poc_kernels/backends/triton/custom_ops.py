@@ -15,6 +15,7 @@ from . import artifacts as _artifacts
 from . import distances as _distances
 from . import inputs as _inputs
 from . import layer_hook as _layer_hook
+from . import projection as _projection
 
 
 @torch.library.custom_op("poc_kernels::triton_distances", mutates_args=())
@@ -117,4 +118,35 @@ def triton_token_layer_transform_(
 
 @triton_token_layer_transform_.register_fake
 def _(x, y, tok_req, req_layer, vectors, layer):
+    return None
+
+
+@torch.library.custom_op("poc_kernels::triton_project", mutates_args=())
+def triton_project(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Return float32 ``x + x @ p`` (SPEC §10) of the rows of ``x`` ``[N, H]``, in ``vectors.project``'s order."""
+    return _projection.project(x, p)
+
+
+@triton_project.register_fake
+def _(x, p):
+    return x.new_empty(x.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("poc_kernels::triton_token_project_", mutates_args=("out",))
+def triton_token_project_(
+    out: torch.Tensor,
+    tok_req: torch.Tensor,
+    tok_pos: torch.Tensor,
+    req_seeds: torch.Tensor,
+    req_seq_len: torch.Tensor,
+    req_segments: torch.Tensor,
+    req_projection: torch.Tensor,
+    projections: torch.Tensor,
+) -> None:
+    """Overwrite the rows of ``out`` ``[T, H]`` of PoC tokens whose request has a projection slot (SPEC §10)."""
+    _projection.token_project_(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments, req_projection, projections)
+
+
+@triton_token_project_.register_fake
+def _(out, tok_req, tok_pos, req_seeds, req_seq_len, req_segments, req_projection, projections):
     return None

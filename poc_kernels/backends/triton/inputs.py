@@ -65,6 +65,23 @@ def _normal_rows_kernel(
 
 
 @triton.jit
+def input_values(seed_ptr, stride_r, r, n, segments, i, m):
+    # Element i (int64, where m) of request r's n input values, as float32: element i - g*L of its segment g
+    # (L = ceil(n / segments)), the cosine half of pair k < p of the segment's stream, else the sine half of k - p.
+    seg = (n + segments - 1) // segments
+    g = i // seg
+    off = g * seg
+    seg_len = tl.minimum(seg, n - off)
+    p = (seg_len + 1) // 2
+    k = i - off
+    cos_half = k < p
+    j = tl.where(cos_half, k, k - p)
+    seed = tl.load(seed_ptr + r * stride_r + g, mask=m, other=0).to(tl.uint32)
+    c, s = normal_pair(seed, j.to(tl.uint32), p.to(tl.uint32))
+    return tl.where(cos_half, c, s)
+
+
+@triton.jit
 def _token_inputs_kernel(
     out_ptr,
     tok_req_ptr,
@@ -89,21 +106,12 @@ def _token_inputs_kernel(
     segments = tl.load(segments_ptr + r).to(tl.int64)
     if (n < 1) | (segments < 1) | (segments > G):
         return
-    seg = (n + segments - 1) // segments
     h = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     i = tl.load(tok_pos_ptr + t).to(tl.int64) * H + h
     # a position outside [0, seq_len) leaves the row untouched
     m = (h < H) & (i >= 0) & (i < n)
-    g = i // seg
-    off = g * seg
-    seg_len = tl.minimum(seg, n - off)
-    p = (seg_len + 1) // 2
-    k = i - off
-    cos_half = k < p
-    j = tl.where(cos_half, k, k - p)
-    seed = tl.load(seed_ptr + r * stride_r + g, mask=m, other=0).to(tl.uint32)
-    c, s = normal_pair(seed, j.to(tl.uint32), p.to(tl.uint32))
-    tl.store(out_ptr + t * stride_t + h, cast_out(tl.where(cos_half, c, s), out_ptr.dtype.element_ty), mask=m)
+    x = input_values(seed_ptr, stride_r, r, n, segments, i, m)
+    tl.store(out_ptr + t * stride_t + h, cast_out(x, out_ptr.dtype.element_ty), mask=m)
 
 
 # ----------------------------------------------------------------------------- launchers
