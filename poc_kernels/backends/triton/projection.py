@@ -51,6 +51,55 @@ def _fold(v, N: tl.constexpr, J: tl.constexpr):
 
 
 @triton.jit
+def _row_values(x_row, seed_ptr, stride_r, r, n, segments, first, i, m, FROM_SEEDS: tl.constexpr):
+    # Elements i of the row as float64, 0.0 where not m: loaded from x_row, or regenerated from the request's
+    # seeds as token_inputs_ writes them (its element first + i).
+    if FROM_SEEDS:
+        x = tl.where(m, input_values(seed_ptr, stride_r, r, n, segments, first + i, m), 0.0)
+    else:
+        x = tl.load(x_row + i, mask=m, other=0.0)
+    return x.to(tl.float64)
+
+
+@triton.jit
+def _projected_columns(
+    x_row,
+    seed_ptr,
+    stride_r,
+    r,
+    n,
+    segments,
+    first,
+    p_base,
+    H,
+    j,
+    jm,
+    NC1: tl.constexpr,
+    NC2: tl.constexpr,
+    C: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    FROM_SEEDS: tl.constexpr,
+):
+    # float32 x_j + sum_i x_i * P[i, j] for the columns j, the sum in tree_sum's order (see the module docstring).
+    t = tl.arange(0, C)
+    r1 = tl.arange(0, NC1)
+    r2 = tl.arange(0, NC2)
+    outer = tl.zeros([NC1, BLOCK_J], dtype=tl.float64)
+    for b1 in range(NC1):
+        inner = tl.zeros([NC2, BLOCK_J], dtype=tl.float64)
+        for b2 in range(NC2):
+            i = b1 + NC1 * b2 + NC1 * NC2 * t
+            im = i < H
+            xi = _row_values(x_row, seed_ptr, stride_r, r, n, segments, first, i, im, FROM_SEEDS)
+            pij = tl.load(p_base + i.to(tl.int64)[:, None] * H + j[None, :], mask=im[:, None] & jm[None, :], other=0.0)
+            s = _fold(xi[:, None] * pij.to(tl.float64), C, BLOCK_J)
+            inner = tl.where(r2[:, None] == b2, s[None, :], inner)
+        outer = tl.where(r1[:, None] == b1, _fold(inner, NC2, BLOCK_J)[None, :], outer)
+    xj = _row_values(x_row, seed_ptr, stride_r, r, n, segments, first, j, jm, FROM_SEEDS)
+    return (xj + _fold(outer, NC1, BLOCK_J)).to(tl.float32)
+
+
+@triton.jit
 def _random_projection_kernel(
     x_ptr,
     p_ptr,
@@ -66,24 +115,10 @@ def _random_projection_kernel(
     row = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
     jm = j < H
-    t = tl.arange(0, C)
-    r1 = tl.arange(0, NC1)
-    r2 = tl.arange(0, NC2)
     x_row = x_ptr + row * stride_x
-    outer = tl.zeros([NC1, BLOCK_J], dtype=tl.float64)
-    for b1 in range(NC1):
-        inner = tl.zeros([NC2, BLOCK_J], dtype=tl.float64)
-        for b2 in range(NC2):
-            i = b1 + NC1 * b2 + NC1 * NC2 * t
-            im = i < H
-            xi = tl.load(x_row + i, mask=im, other=0.0).to(tl.float64)
-            pij = tl.load(p_ptr + i.to(tl.int64)[:, None] * H + j[None, :], mask=im[:, None] & jm[None, :], other=0.0)
-            s = _fold(xi[:, None] * pij.to(tl.float64), C, BLOCK_J)
-            inner = tl.where(r2[:, None] == b2, s[None, :], inner)
-        outer = tl.where(r1[:, None] == b1, _fold(inner, NC2, BLOCK_J)[None, :], outer)
-    total = _fold(outer, NC1, BLOCK_J)
-    xj = tl.load(x_row + j, mask=jm, other=0.0).to(tl.float64)
-    tl.store(out_ptr + row * stride_o + j, (xj + total).to(tl.float32), mask=jm)
+    # the seed arguments are unused when the row is loaded
+    y = _projected_columns(x_row, x_row, 0, 0, 0, 0, 0, p_ptr, H, j, jm, NC1, NC2, C, BLOCK_J, False)
+    tl.store(out_ptr + row * stride_o + j, y, mask=jm)
 
 
 @triton.jit
@@ -121,24 +156,10 @@ def _token_random_projection_kernel(
         return
     j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
     jm = j < H
-    t = tl.arange(0, C)
-    r1 = tl.arange(0, NC1)
-    r2 = tl.arange(0, NC2)
     p_slot = p_ptr + slot * H * H
-    outer = tl.zeros([NC1, BLOCK_J], dtype=tl.float64)
-    for b1 in range(NC1):
-        inner = tl.zeros([NC2, BLOCK_J], dtype=tl.float64)
-        for b2 in range(NC2):
-            i = b1 + NC1 * b2 + NC1 * NC2 * t
-            im = i < H
-            xi = tl.where(im, input_values(seed_ptr, stride_r, r, n, segments, first + i, im), 0.0).to(tl.float64)
-            pij = tl.load(p_slot + i.to(tl.int64)[:, None] * H + j[None, :], mask=im[:, None] & jm[None, :], other=0.0)
-            s = _fold(xi[:, None] * pij.to(tl.float64), C, BLOCK_J)
-            inner = tl.where(r2[:, None] == b2, s[None, :], inner)
-        outer = tl.where(r1[:, None] == b1, _fold(inner, NC2, BLOCK_J)[None, :], outer)
-    total = _fold(outer, NC1, BLOCK_J)
-    xj = input_values(seed_ptr, stride_r, r, n, segments, first + j, jm).to(tl.float64)
-    y = (xj + total).to(tl.float32)
+    y = _projected_columns(
+        out_ptr, seed_ptr, stride_r, r, n, segments, first, p_slot, H, j, jm, NC1, NC2, C, BLOCK_J, True
+    )
     tl.store(out_ptr + tok * stride_t + j, cast_out(y, out_ptr.dtype.element_ty), mask=jm)
 
 
@@ -154,6 +175,14 @@ def tree_shape(hidden: int, chunk: int) -> tuple[int, int, int]:
     return 1 << (bits // 2), 1 << (bits - bits // 2), c
 
 
+def _launch(device: torch.device, h: int, chunk: int, block_j: int) -> tuple[int, dict]:
+    # The column blocks of a row and the launch's meta-parameters (the device's configuration unless overridden).
+    cfg = config_for(device)
+    nc1, nc2, c = tree_shape(h, chunk or cfg.rp_chunk)
+    block_j = block_j or cfg.rp_block_j
+    return triton.cdiv(h, block_j), {"NC1": nc1, "NC2": nc2, "C": c, "BLOCK_J": block_j, "num_warps": cfg.rp_warps}
+
+
 def project(x: torch.Tensor, p: torch.Tensor, *, chunk: int = 0, block_j: int = 0) -> torch.Tensor:
     """Return float32 ``x + x @ p`` of the rows of ``x`` ``[N, H]`` (float32, contiguous rows) in one launch.
 
@@ -167,23 +196,8 @@ def project(x: torch.Tensor, p: torch.Tensor, *, chunk: int = 0, block_j: int = 
     out = torch.empty((rows, h), dtype=torch.float32, device=x.device)
     if rows == 0 or h == 0:
         return out
-    cfg = config_for(x.device)
-    nc1, nc2, c = tree_shape(h, chunk or cfg.rp_chunk)
-    block_j = block_j or cfg.rp_block_j
-    _random_projection_kernel[(rows, triton.cdiv(h, block_j))](
-        x,
-        p,
-        out,
-        h,
-        x.stride(0),
-        out.stride(0),
-        NC1=nc1,
-        NC2=nc2,
-        C=c,
-        BLOCK_J=block_j,
-        num_warps=cfg.rp_warps,
-        enable_fp_fusion=False,
-    )
+    blocks, meta = _launch(x.device, h, chunk, block_j)
+    _random_projection_kernel[(rows, blocks)](x, p, out, h, x.stride(0), out.stride(0), **meta, enable_fp_fusion=False)
     return out
 
 
@@ -209,10 +223,8 @@ def token_project_(
     t, h = out.shape
     if t == 0 or h == 0 or projections.shape[0] == 0:
         return out
-    cfg = config_for(out.device)
-    nc1, nc2, c = tree_shape(h, chunk or cfg.rp_chunk)
-    block_j = block_j or cfg.rp_block_j
-    _token_random_projection_kernel[(t, triton.cdiv(h, block_j))](
+    blocks, meta = _launch(out.device, h, chunk, block_j)
+    _token_random_projection_kernel[(t, blocks)](
         out,
         tok_req,
         tok_pos,
@@ -227,11 +239,7 @@ def token_project_(
         h,
         out.stride(0),
         req_seeds.stride(0),
-        NC1=nc1,
-        NC2=nc2,
-        C=c,
-        BLOCK_J=block_j,
-        num_warps=cfg.rp_warps,
+        **meta,
         enable_fp_fusion=True,  # as token_inputs_: the same input values (the fp64 products are exact)
     )
     return out
