@@ -80,7 +80,7 @@ CUDA_SM80 = Config(
     artifact_warps=4,
     rp_chunk=32,
     rp_block_j=32,
-    rp_warps=8,
+    rp_warps=4,
 )
 
 INTERPRETER = Config(

@@ -26,7 +26,9 @@ fixes for a given ``H``.
   PoC tokens whose request names a projection slot are regenerated on the fly
   from their seeds (the same device function as ``token_inputs_``), projected
   with ``P`` of that slot and cast once into ``out``; other rows are
-  untouched. Every index is read on the device.
+  untouched. Every index is read on the device. One program per token, which
+  walks the row's column blocks: the launch is in every engine step, and a
+  step without projected rows costs ``T`` programs that return at once.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def _token_random_projection_kernel(
     C: tl.constexpr,
     BLOCK_J: tl.constexpr,
 ):
-    # Program (t, block): columns j of token t's row, when its request r projects with slot req_proj[r].
+    # Program t: token t's row, when its request r projects with slot req_proj[r], BLOCK_J columns at a time.
     tok = tl.program_id(0).to(tl.int64)
     r = tl.load(tok_req_ptr + tok).to(tl.int64)
     if (r < 0) | (r >= R):
@@ -154,13 +156,14 @@ def _token_random_projection_kernel(
     # what token_inputs_ leaves untouched stays untouched, and so does a row of no projection
     if (slot < 0) | (slot >= S) | (n < 1) | (segments < 1) | (segments > G) | (first < 0) | (first >= n):
         return
-    j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
-    jm = j < H
     p_slot = p_ptr + slot * H * H
-    y = _projected_columns(
-        out_ptr, seed_ptr, stride_r, r, n, segments, first, p_slot, H, j, jm, NC1, NC2, C, BLOCK_J, True
-    )
-    tl.store(out_ptr + tok * stride_t + j, cast_out(y, out_ptr.dtype.element_ty), mask=jm)
+    for j0 in range(0, H, BLOCK_J):  # one program per token: a step without projected rows costs T light programs
+        j = j0 + tl.arange(0, BLOCK_J)
+        jm = j < H
+        y = _projected_columns(
+            out_ptr, seed_ptr, stride_r, r, n, segments, first, p_slot, H, j, jm, NC1, NC2, C, BLOCK_J, True
+        )
+        tl.store(out_ptr + tok * stride_t + j, cast_out(y, out_ptr.dtype.element_ty), mask=jm)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -223,8 +226,8 @@ def token_project_(
     t, h = out.shape
     if t == 0 or h == 0 or projections.shape[0] == 0:
         return out
-    blocks, meta = _launch(out.device, h, chunk, block_j)
-    _token_random_projection_kernel[(t, blocks)](
+    _, meta = _launch(out.device, h, chunk, block_j)
+    _token_random_projection_kernel[(t,)](
         out,
         tok_req,
         tok_pos,
