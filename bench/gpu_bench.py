@@ -400,7 +400,7 @@ def token_ops(plan: Plan, device: torch.device, clock: Clock, ceil: dict) -> lis
 ACTIVE_PARAMS = {2880: 3.6e9, 4096: 8.0e9}
 
 
-def projection(plan: Plan, device: torch.device, clock: Clock, ceil: dict) -> list:
+def projection(plan: Plan, device: torch.device, clock: Clock) -> list:
     """SPEC §10's ``x + x @ P`` (float64, fixed order) on the input rows of ``N`` PoC tokens.
 
     - ``build_p_ms``: ``P`` from the counter streams (what generating it per call would add; the package caches
@@ -554,7 +554,7 @@ def main(argv=None) -> int:
     section("inputs", lambda: inputs(plan, device, clock, result["ceilings"]))
     section("layer_transform", lambda: layer_transform(plan, device, clock, result["ceilings"]))
     section("token_ops", lambda: token_ops(plan, device, clock, result["ceilings"]))
-    section("projection", lambda: projection(plan, device, clock, result["ceilings"]))
+    section("projection", lambda: projection(plan, device, clock))
     print(f"[gpu-bench] wrote {args.json}", flush=True)
     return 0
 

@@ -49,7 +49,7 @@ class Config:
     artifact_block: int
     artifact_warps: int
     # _random_projection_kernel and _token_random_projection_kernel (SPEC §10): leaves folded in registers per
-    # residue (the padded hidden size splits as M = M/C residues x C leaves), output columns per program, warps
+    # residue (the padded hidden size splits as M = M/C residues x C leaves), output columns at a time, warps
     rp_chunk: int
     rp_block_j: int
     rp_warps: int
