@@ -99,6 +99,16 @@ def round_body(**kw) -> dict:
     return body
 
 
+def long_validation() -> dict:
+    """A /validate body as long as the server takes: at batch_size 1, thousands of engine steps, which no machine
+    runs in the second or two the tests need it to be in flight (600 nonces at batch_size 2 once finished
+    within a client's 2 s timeout)."""
+    from poc_kernels.vllm.server import MAX_VALIDATE_NONCES
+
+    n = MAX_VALIDATE_NONCES
+    return dict(public_key="p", block_hash="blk", block_height=7, node_id=0, nonces=list(range(n)), dist=[1.4] * n)
+
+
 def test_full_round_validation_callbacks_and_gating(served):
     import httpx
 
@@ -325,13 +335,13 @@ def test_validate_is_capped_and_stop_cancels_it(served):
 
     base, _, _ = served
     with httpx.Client(timeout=120) as client:
-        assert client.post(f"{base}{POW}/init/validate", json=round_body(batch_size=2)).status_code == 200
+        assert client.post(f"{base}{POW}/init/validate", json=round_body(batch_size=1)).status_code == 200
         big = dict(public_key="p", block_hash="blk", block_height=7, node_id=0)
         n = MAX_VALIDATE_NONCES + 1
         r = client.post(f"{base}{POW}/validate", json=dict(big, nonces=list(range(n)), dist=[1.4] * n))
         assert r.status_code == 413 and str(MAX_VALIDATE_NONCES) in r.json()["detail"]
         answers = []
-        long = dict(big, nonces=list(range(600)), dist=[1.4] * 600)
+        long = long_validation()
         worker = threading.Thread(target=lambda: answers.append(client.post(f"{base}{POW}/validate", json=long)))
         worker.start()
         wait_for(lambda: _state(client, base)["validations_running"] == 1, timeout=30, step=0.1)
@@ -354,10 +364,9 @@ def test_validate_is_cancelled_when_the_client_leaves(served):
 
     base, _, _ = served
     with httpx.Client(timeout=120) as client:
-        assert client.post(f"{base}{POW}/init/validate", json=round_body(batch_size=2)).status_code == 200
-        long = dict(public_key="p", block_hash="blk", block_height=7, node_id=0, nonces=list(range(600)))
+        assert client.post(f"{base}{POW}/init/validate", json=round_body(batch_size=1)).status_code == 200
         with pytest.raises(httpx.ReadTimeout):
-            client.post(f"{base}{POW}/validate", json=dict(long, dist=[1.4] * 600), timeout=2.0)
+            client.post(f"{base}{POW}/validate", json=long_validation(), timeout=2.0)
         wait_for(lambda: _state(client, base)["validations_running"] == 0, timeout=15, step=0.2)
         assert _state(client, base)["validated_batches"] == 0
         assert client.post(f"{base}{POW}/stop").status_code == 200
@@ -493,12 +502,11 @@ def _check_sigterm_during_validation(client, base, proc, sig=signal.SIGTERM):
     import httpx
     import psutil
 
-    assert client.post(f"{base}{POW}/init/validate", json=round_body(batch_size=2)).status_code == 200
-    long = dict(public_key="p", block_hash="blk", block_height=7, node_id=0, nonces=list(range(600)))
+    assert client.post(f"{base}{POW}/init/validate", json=round_body(batch_size=1)).status_code == 200
 
     def post():
         try:
-            client.post(f"{base}{POW}/validate", json=dict(long, dist=[1.4] * 600))
+            client.post(f"{base}{POW}/validate", json=long_validation())
         except httpx.HTTPError:
             pass
 
