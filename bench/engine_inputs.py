@@ -208,7 +208,9 @@ def make_engine(path: str, seq_len: int, batch: int, *, poc: bool, prompt_embeds
 
 
 def close(llm) -> None:
-    llm.llm_engine.engine_core.shutdown()
+    from poc_kernels.vllm.lifecycle import shutdown_engine
+
+    shutdown_engine(llm)
     del llm
     gc.collect()
 

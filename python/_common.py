@@ -159,7 +159,9 @@ class VllmEngine:
         return (r.artifacts if scheme == "artifact" else r.distances), r.hidden
 
     def close(self) -> None:
-        self.llm.llm_engine.engine_core.shutdown()
+        from poc_kernels.vllm.lifecycle import shutdown_engine
+
+        shutdown_engine(self.llm)
 
 
 class TransformersEngine:

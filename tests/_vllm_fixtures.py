@@ -58,6 +58,13 @@ def make_llm(path, **kwargs):
 
 
 def shutdown(llm):
-    llm.llm_engine.engine_core.shutdown()
+    """Shut the engine down; its engine core must stop by itself (exit code 0), not be killed at the timeout."""
+    from poc_kernels.vllm.lifecycle import shutdown_engine
+
+    procs = list(llm.llm_engine.engine_core.resources.engine_manager.processes)
+    shutdown_engine(llm)
+    for proc in procs:
+        proc.join(10)
+    assert [p.exitcode for p in procs] == [0] * len(procs), f"engine core exit codes {[p.exitcode for p in procs]}"
     del llm
     gc.collect()

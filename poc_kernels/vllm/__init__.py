@@ -8,7 +8,10 @@
 - :class:`PoCRunner` / :class:`AsyncPoCRunner`: the driver side, for an
   offline ``vllm.LLM`` or an ``AsyncLLM``;
 - :mod:`.protocol`: what the two sides exchange (RPC names, request ids, wire forms);
-- :mod:`.manager` and :mod:`.server`: the round manager and the HTTP API.
+- :mod:`.manager` and :mod:`.server`: the round manager and the HTTP API;
+- :mod:`.lifecycle`: :func:`~.lifecycle.shutdown_engine`, which stops an
+  engine so that its engine core exits by itself even when vLLM's SIGTERM to
+  it is lost (vLLM 0.32 then kills it after 5 s and leaks its shared memory).
 
 The offline SmolLM2 weights are :mod:`poc_kernels.weights` (no vLLM needed).
 

@@ -62,6 +62,7 @@ from pydantic import BaseModel
 
 from ..validation import ProofBatch
 from ._http import PREFIX, ApiError, body_doc, manager_of, parse, route, unless_disconnected
+from .lifecycle import shutdown_engine
 from .manager import PoCManager, PoCState, RoundConfig
 
 logger = logging.getLogger("poc_kernels.vllm")
@@ -344,7 +345,7 @@ def create_app(engine_args: Any, api: Optional[str] = None) -> FastAPI:
             manager = getattr(app.state, "poc_manager", None)
             if manager is not None:
                 await manager.shutdown()
-            engine.shutdown()
+            shutdown_engine(engine)
 
     api = poc_api(api)
     app = FastAPI(title="poc_kernels PoC node", lifespan=lifespan)

@@ -1,0 +1,147 @@
+"""Engine shutdown (poc_kernels.vllm.lifecycle): the engine core stops by itself, even when its SIGTERM is lost.
+
+vLLM stops the engine core with SIGTERM, whose Python handler runs only in the
+core's main thread. A signal taken by another thread leaves that thread asleep
+in its input queue until the process manager kills it. These tests deliver the
+process manager's SIGTERM to a thread other than the main one (``tgkill``),
+which reproduces that every time.
+"""
+
+import ctypes
+import os
+import signal
+import time
+
+import pytest
+
+from _vllm_fixtures import VLLM_SKIP_REASON, vllm_wanted
+
+pytestmark = pytest.mark.skipif(not vllm_wanted(), reason=VLLM_SKIP_REASON)
+
+SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+
+
+def _core_processes(llm):
+    return list(llm.llm_engine.engine_core.resources.engine_manager.processes)
+
+
+def _other_thread(pid: int) -> int:
+    """A thread of process ``pid``, not its main one, that does not block SIGTERM."""
+    for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        if tid == pid:
+            continue
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            blocked = next(int(line.split()[1], 16) for line in f if line.startswith("SigBlk:"))
+        if not blocked & SIGTERM_BIT:
+            return tid
+    raise AssertionError(f"process {pid}: every thread but the main one blocks SIGTERM")
+
+
+def _sigterm_to_another_thread(proc) -> None:
+    """Make ``proc.terminate()`` deliver its SIGTERM to a thread other than the main one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def terminate():
+        if libc.tgkill(proc.pid, _other_thread(proc.pid), signal.SIGTERM) != 0:
+            raise OSError(ctypes.get_errno(), "tgkill")
+
+    proc.terminate = terminate
+
+
+def _shm_segments() -> set:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
+
+
+@pytest.fixture
+def idle_engine(tiny_qwen3):
+    """A tiny engine that has served a PoC batch, and the shared-memory segments it created."""
+    from poc_kernels.vllm import PoCRunner
+
+    from _vllm_fixtures import make_llm
+
+    before = _shm_segments()
+    llm = make_llm(tiny_qwen3[0])
+    PoCRunner(llm, seq_len=8).run("blk", "key", [0, 1, 2])
+    created = _shm_segments() - before
+    yield llm, created
+    llm.llm_engine.engine_core.shutdown(timeout=0)  # a test that failed leaves its engine behind
+
+
+def test_a_lost_sigterm_makes_vllm_kill_the_engine_core(idle_engine):
+    """The failure the lifecycle module works around: without a wake-up, the core is killed at the timeout."""
+    llm, created = idle_engine
+    procs = _core_processes(llm)
+    for proc in procs:
+        _sigterm_to_another_thread(proc)
+    t0 = time.monotonic()
+    llm.llm_engine.engine_core.shutdown(timeout=2.0)
+    assert time.monotonic() - t0 >= 2.0
+    for proc in procs:  # killed with os.kill: the exit code is known once it is reaped
+        proc.join(10)
+    assert [p.exitcode for p in procs] == [-signal.SIGKILL] * len(procs)
+
+
+def test_shutdown_engine_wakes_the_core_so_it_stops_by_itself(idle_engine):
+    from poc_kernels.vllm.lifecycle import ENGINE_SHUTDOWN_S, shutdown_engine
+
+    llm, created = idle_engine
+    assert created, "the engine created no shared-memory rings: nothing to check"
+    procs = _core_processes(llm)
+    for proc in procs:
+        _sigterm_to_another_thread(proc)
+    t0 = time.monotonic()
+    shutdown_engine(llm)
+    took = time.monotonic() - t0
+    for proc in procs:
+        proc.join(10)
+    assert [p.exitcode for p in procs] == [0] * len(procs), "the engine core did not stop by itself"
+    assert took < ENGINE_SHUTDOWN_S / 2
+    # its workers unlinked their rings themselves: none is left for the resource tracker
+    assert not created & _shm_segments()
+    # a second call does nothing
+    shutdown_engine(llm)
+
+
+def test_shutdown_engine_wakes_an_async_engine(tiny_qwen3):
+    """The server's AsyncLLM: its input socket belongs to the event loop that the shutdown blocks."""
+    import asyncio
+
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from poc_kernels.vllm.lifecycle import ENGINE_SHUTDOWN_S, shutdown_engine
+
+    async def main():
+        args = AsyncEngineArgs(
+            model=str(tiny_qwen3[0]),
+            dtype="float32",
+            enforce_eager=True,
+            max_model_len=64,
+            max_num_seqs=2,
+            kv_cache_memory_bytes=64 << 20,
+        )
+        engine = AsyncLLM.from_engine_args(args)
+        procs = list(engine.engine_core.resources.engine_manager.processes)
+        try:
+            for proc in procs:
+                _sigterm_to_another_thread(proc)
+            t0 = time.monotonic()
+            shutdown_engine(engine)  # as the server's lifespan does, on the loop's thread
+            return procs, time.monotonic() - t0
+        finally:
+            engine.shutdown(timeout=0)
+
+    procs, took = asyncio.run(main())
+    for proc in procs:
+        proc.join(10)
+    assert [p.exitcode for p in procs] == [0] * len(procs), "the engine core did not stop by itself"
+    assert took < ENGINE_SHUTDOWN_S / 2
+
+
+def test_shutdown_engine_names_a_wrong_argument():
+    from poc_kernels.vllm.lifecycle import shutdown_engine
+
+    with pytest.raises(TypeError, match="engine"):
+        shutdown_engine(object())
+    with pytest.raises(ValueError, match="timeout"):
+        shutdown_engine(object(), timeout=-1)
