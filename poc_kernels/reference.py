@@ -37,7 +37,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import rng
+from . import rng, vectors
 from ._cache import LRUCache
 from ._checks import (
     ArtifactArgs,
@@ -247,7 +247,7 @@ def artifacts(args: ArtifactArgs) -> torch.Tensor:
 
     Evaluated in float64 on the contract's float32 streams and rounded to
     float32 once: ``h / (||h|| + 1e-8)``, the k coordinates of
-    ``rng.pick_indices`` in the canonical order, k-1 Haar reflections, and
+    ``vectors.pick_indices`` in the canonical order, k-1 Haar reflections, and
     ``y / (||y|| + 1e-8)``. Every step is row-wise: batch invariant.
     """
     last_hidden = args.last_hidden
@@ -259,7 +259,7 @@ def artifacts(args: ArtifactArgs) -> torch.Tensor:
     h32 = last_hidden.to(device=device, dtype=torch.float32)
     h = h32.double()
     h = h / (norm(h) + ARTIFACT_EPS)[:, None]
-    idx = rng.pick_indices(args.block_hash, args.public_key, args.nonces, hidden, args.k, device=device)
+    idx = vectors.pick_indices(args.block_hash, args.public_key, args.nonces, hidden, args.k, device=device)
     x = h.gather(1, idx)
     haar_seeds = derive_artifact_seeds(args.block_hash, args.public_key, args.nonces, args.k).haar
     u = haar_vectors(haar_seeds.to(device), args.k)

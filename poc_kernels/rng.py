@@ -25,7 +25,7 @@ from typing import Optional, Union
 
 import torch
 
-from ._checks import check_int, check_nonces, check_str
+from ._checks import check_int
 from .constants import INV_2_32, MAX_NONCE, TWO_PI_F32, UNIFORM_MIN
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "normal",
     "normal_pairs",
     "normal_slice",
-    "pick_indices",
     "smallest_k_canonical",
 ]
 
@@ -277,26 +276,3 @@ def smallest_k_canonical(scores: torch.Tensor, k: int) -> torch.Tensor:
     cls = (s >= kth).to(torch.int64) + (s > kth).to(torch.int64)
     key = cls * n + torch.arange(n, device=s.device)
     return torch.sort(key, dim=-1).values[..., :k] % n
-
-
-def pick_indices(block_hash: str, public_key: str, nonces, hidden_size: int, k: int, *, device=None) -> torch.Tensor:
-    """Return each nonce's k picked coordinates (SPEC-ARTIFACTS §4-5) as int64 ``[B, k]``, in the canonical order.
-
-    The scores of nonce ``n`` are ``hash(i, seed(f"{block_hash}_{public_key}_nonce_{n}_pick_{k}"))`` for
-    ``i < hidden_size``; the picks are the k smallest, ordered by :func:`smallest_k_canonical` (never by
-    ``torch.topk``, whose order depends on the device). Computed on ``device`` (default: the CPU).
-    """
-    from .seeds import derive_artifact_seeds  # seeds imports this module
-
-    check_str(block_hash, "block_hash")
-    check_str(public_key, "public_key")
-    nonce_list = check_nonces(nonces)
-    hidden_size = check_int(hidden_size, "hidden_size", 1)
-    k = check_int(k, "k", 1)
-    if k > hidden_size:
-        raise ValueError(f"k must lie in [1, hidden_size = {hidden_size}], got {k}")
-    seeds = derive_artifact_seeds(block_hash, public_key, nonce_list, k).pick.to(device)
-    if not len(nonce_list):
-        return torch.empty(0, k, dtype=torch.int64, device=device)
-    scores = hash32(torch.arange(hidden_size, device=seeds.device).expand(len(nonce_list), hidden_size), seeds[:, None])
-    return smallest_k_canonical(scores, k)

@@ -9,6 +9,7 @@ vectors against the contract's streams on their own:
 - ``sign_flips``: ``+1`` where ``U(seed_signs) > 0.5``, else ``-1`` (float32);
 - ``reflection_vectors``: ``v_r = N(seed_r, H) / ||N||`` (float64);
 - ``layer_vector``: ``v_i = N(seed_layer_i, H) / ||N||`` (float32);
+- ``pick_indices``: the k coordinates of the artifact scheme, in the canonical order (SPEC-ARTIFACTS §4-5);
 - ``haar_vectors``: ``u_j = N(seed_haar_j, k) / (||N|| + 1e-30)`` of the artifact scheme (float64);
 - ``random_projection``: ``P = 0.01 * N(seed_projection, H*H).view(H, H)`` (float32, SPEC §10), and
   ``project``: ``x + x @ P`` in a fixed order.
@@ -22,15 +23,16 @@ from __future__ import annotations
 import torch
 
 from . import rng
-from ._checks import check_int, check_str
+from ._checks import check_int, check_nonces, check_str
 from .constants import HAAR_EPS, LM_HEAD_SCALE, POC_OUTPUT_DIM, RANDOM_PROJECTION_SCALE
-from .seeds import layer_seed, lm_head_seed, random_projection_seed, target_seed
+from .seeds import derive_artifact_seeds, layer_seed, lm_head_seed, random_projection_seed, target_seed
 
 __all__ = [
     "haar_vectors",
     "layer_vector",
     "lm_head",
     "norm",
+    "pick_indices",
     "project",
     "random_projection",
     "reflection_vectors",
@@ -157,3 +159,27 @@ def project(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         r = rows[i : i + step]
         out[i : i + step] = (r + tree_sum(r[:, None, :] * pt[None])).float()
     return out.view(x.shape)
+
+
+def pick_indices(block_hash: str, public_key: str, nonces, hidden_size: int, k: int, *, device=None) -> torch.Tensor:
+    """Return each nonce's k picked coordinates (SPEC-ARTIFACTS §4-5) as int64 ``[B, k]``, in the canonical order.
+
+    The scores of nonce ``n`` are ``hash(i, seed(f"{block_hash}_{public_key}_nonce_{n}_pick_{k}"))`` for
+    ``i < hidden_size``; the picks are the k smallest, ordered by
+    :func:`~poc_kernels.rng.smallest_k_canonical` (never by ``torch.topk``, whose order depends on the
+    device). Computed on ``device`` (default: the CPU).
+    """
+    check_str(block_hash, "block_hash")
+    check_str(public_key, "public_key")
+    nonce_list = check_nonces(nonces)
+    hidden_size = check_int(hidden_size, "hidden_size", 1)
+    k = check_int(k, "k", 1)
+    if k > hidden_size:
+        raise ValueError(f"k must lie in [1, hidden_size = {hidden_size}], got {k}")
+    seeds = derive_artifact_seeds(block_hash, public_key, nonce_list, k).pick.to(device)
+    if not len(nonce_list):
+        return torch.empty(0, k, dtype=torch.int64, device=device)
+    scores = rng.hash32(
+        torch.arange(hidden_size, device=seeds.device).expand(len(nonce_list), hidden_size), seeds[:, None]
+    )
+    return rng.smallest_k_canonical(scores, k)

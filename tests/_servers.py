@@ -163,11 +163,11 @@ def vllm_server_cmd(model_path, port: int, *extra: str) -> list:
 
 
 def node_cmd(model_path, port: int, *extra: str) -> list:
-    """The standalone node (`python -m poc_kernels.vllm.server`)."""
+    """The standalone node (`python -m poc_kernels.node`)."""
     return [
         sys.executable,
         "-m",
-        "poc_kernels.vllm.server",
+        "poc_kernels.node",
         "--model",
         str(model_path),
         "--host",

@@ -2,7 +2,7 @@
 
 Nothing is compared with a tolerance that the contract wants exact: seeds,
 hashes, uniforms and signs (SPEC §5 "Accuracy"), batch invariance and run-to-run
-identity (README "Guarantees") are checked with ``torch.equal``. Bounds from
+identity (docs/concepts.md, "Guarantees") are checked with ``torch.equal``. Bounds from
 SPEC.md are never widened here to make a test pass; rows that are not SPEC
 bounds say what they bound instead.
 """

@@ -10,6 +10,19 @@ from poc_kernels._env import vllm_wanted  # noqa: F401  (the tests' switch)
 
 VLLM_SKIP_REASON = "vLLM is not installed, or POC_KERNELS_NO_VLLM is set"
 
+#: The time limit of a test that starts vLLM engines or servers, its fixtures' set-up included: one start takes
+#: 15-60 s on two loaded cores, and a test starts up to three.
+ENGINE_TEST_TIMEOUT_S = 600
+
+
+def engine_marks() -> list:
+    """The marks of a module whose tests start vLLM engines or servers: a longer time limit than the suite's default
+    (``timeout`` in pyproject.toml)."""
+    import pytest
+
+    return [pytest.mark.timeout(ENGINE_TEST_TIMEOUT_S)]
+
+
 TINY_QWEN3 = dict(
     vocab_size=49152,  # SmolLM2's tokenizer, so chat works
     hidden_size=64,

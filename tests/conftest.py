@@ -44,6 +44,17 @@ def tiny_qwen3(tmp_path_factory):
     return path, build_tiny_qwen3(path)
 
 
+#: The modules that take longest (engines, servers, the GPU compile check), longest first: they are collected first,
+#: so that with several workers (``make test`` runs ``pytest -n 2 --dist loadfile``) no long module starts last
+#: while the other workers sit idle. Each module runs whole in one worker, its engines started once.
+LONGEST_FIRST = ("test_pow_api.py", "test_vllm_engine.py", "test_vllm.py", "test_triton.py", "test_pow_v2.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the order within is kept
+
+
 def pytest_terminal_summary(terminalreporter):
     # Tests that reproduce a figure of the original study record it as a user property named
     # "figure: ..."; list them after the run, so the measured values sit next to the study's.

@@ -46,7 +46,7 @@ def test_picks_are_in_the_canonical_order(artifacts_conformance):
     """SPEC-ARTIFACTS §5: the CUDA order, not CPU torch.topk's (which the deployed code gives on a CPU)."""
     for case in artifacts_conformance["cases"]:
         args = (case["block_hash"], case["public_key"], case["nonces"], case["hidden_size"], case["k_dim"])
-        got = rng.pick_indices(*args)
+        got = vectors.pick_indices(*args)
         assert got.tolist() == case["cuda_order_emulated"]["pick_indices"], case["name"]
         assert got.tolist() != case["pick_indices_cpu_topk_order"]
         assert sorted(map(sorted, got.tolist())) == sorted(case["pick_indices_sorted"])
@@ -108,7 +108,7 @@ def test_the_pick_order_never_comes_from_topk(monkeypatch, backend, device):
     monkeypatch.setattr(torch, "topk", refuse)
     monkeypatch.setattr(torch.Tensor, "topk", refuse)
     assert torch.equal(poc_kernels.compute_artifacts(x, "blk", "key", [1, 2, 3], backend=backend), expect)
-    assert rng.pick_indices("blk", "key", [1, 2, 3], 80, 12).shape == (3, 12)
+    assert vectors.pick_indices("blk", "key", [1, 2, 3], 80, 12).shape == (3, 12)
 
 
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
@@ -184,8 +184,8 @@ def test_bad_input():
         (lambda: poc_kernels.compute_artifacts(x, "b", "k", [1]), ValueError, "len\\(nonces\\) = 1"),
         (lambda: poc_kernels.compute_artifacts(x, 3, "k", [1, 2]), TypeError, "block_hash must be a str"),
         (lambda: poc_kernels.compute_artifacts(x.long(), "b", "k", [1, 2]), TypeError, "last_hidden must have a float"),
-        (lambda: rng.pick_indices("b", "k", [1], 10, 11), ValueError, r"k must lie in \[1, hidden_size = 10\]"),
-        (lambda: rng.pick_indices("b", "k", [-1], 10, 3), ValueError, r"nonces\[0\]"),
+        (lambda: vectors.pick_indices("b", "k", [1], 10, 11), ValueError, r"k must lie in \[1, hidden_size = 10\]"),
+        (lambda: vectors.pick_indices("b", "k", [-1], 10, 3), ValueError, r"nonces\[0\]"),
     ]
     for call, exc, match in cases:
         with pytest.raises(exc, match=match):

@@ -222,22 +222,23 @@ def test_missing_weights_file_and_bad_plot_paths(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # nothing was written
 
 
-def test_readme_network_figures_are_the_simulate_commands_output(capsys):
-    """README's figures table quotes `poc-kernels simulate` (default seed): the numbers must be what it prints."""
+def test_docs_network_figures_are_the_simulate_commands_output(capsys):
+    """docs/validation.md's figures table quotes `poc-kernels simulate` (default seed): the numbers must be what it
+    prints."""
     from poc_kernels.cli import main
 
     assert main(["simulate", "--json"]) == 0
     results = {r["p_target"]: r for r in json.loads(capsys.readouterr().out)["results"]}
     honest, cheater = results[0.02], results[0.04]
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "validation.md").read_text()
 
     def pct(x):
         return f"{100 * x:.2f}%"
 
     row = f"| {pct(honest['share_median'])} / {pct(honest['share_p95'])} / {pct(honest['share_max'])} |"
-    assert row in readme, row
-    assert f"| {pct(cheater['conviction_probability'])} (exact" in readme
-    assert f"| {pct(cheater['share_median'])} / {pct(cheater['share_p95'])} |" in readme
+    assert row in page, row
+    assert f"| {pct(cheater['conviction_probability'])} (exact" in page
+    assert f"| {pct(cheater['share_median'])} / {pct(cheater['share_p95'])} |" in page
 
 
 def test_weights_command_prints_the_checkpoint(capsys):

@@ -1,8 +1,10 @@
-"""The package reads bottom-up: no module imports a layer above its own, and README's layout table is the tree.
+"""The package reads bottom-up: no module imports a layer above its own, no import circles, a wall between the
+engine and the node, and docs/layout.md's table is the tree.
 
 Layers (STYLE.md): 0 the package's plumbing, 1 the numeric contract, 2 the
 oracle and the benchmark baselines built on it, 3 the backends, 4 the
-dispatching API and the validation statistics, 5 the integrations. Imports are
+dispatching API and the validation statistics, 5 the integrations (the vLLM
+engine side among them), 6 the HTTP node, which drives the engine. Imports are
 read from the source (``ast``), so a lazy import inside a function counts too.
 """
 
@@ -35,7 +37,9 @@ LAYERS = {
     "poc_kernels.cli": 5,
     "poc_kernels.plots": 5,
     "poc_kernels.weights": 5,
-    "poc_kernels.vllm": 5,
+    "poc_kernels.vllm": 5,  # the engine side: lives inside vLLM's processes
+    "poc_kernels.vllm.server": 6,  # the former name of node.server (a re-export, see FORMER_NAMES)
+    "poc_kernels.node": 6,  # the HTTP node: drives the engine through poc_kernels.vllm's public names
     "poc_kernels.ops": 5,  # the former name of backends.triton: importing it imports Triton
     "poc_kernels.__main__": 5,
     "poc_kernels": 5,  # the package itself re-exports the API
@@ -51,6 +55,12 @@ def _modules():
 
 MODULES = dict(_modules())
 COMPILED = {"poc_kernels._C"}
+#: Modules kept under a former name so that old imports and commands keep working: each only re-exports its target.
+FORMER_NAMES = {
+    "poc_kernels.distribution": "poc_kernels.validation.distribution",
+    "poc_kernels.vllm.models": "poc_kernels.weights",
+    "poc_kernels.vllm.server": "poc_kernels.node.server",
+}
 
 
 def layer_of(module: str) -> int:
@@ -60,24 +70,34 @@ def layer_of(module: str) -> int:
     return LAYERS[best]
 
 
-def imports_of(name: str, path: pathlib.Path) -> set:
-    """The package modules and top-level third-party packages a module imports."""
-    is_package = path.name == "__init__.py"
-    package = name if is_package else name.rpartition(".")[0]
+def _package_of(name: str, path: pathlib.Path) -> str:
+    """The package a module's relative imports start from."""
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def _source_of(node: ast.ImportFrom, package: str) -> str:
+    """The module a ``from ... import`` statement of a module of ``package`` imports from."""
+    if not node.level:
+        return node.module
+    base = package.split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(name: str, path: pathlib.Path, known=None) -> set:
+    """The package modules (of ``known``, default the package's) and top-level third-party packages a module
+    imports."""
+    known = MODULES if known is None else known
+    package = _package_of(name, path)
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module
+            target = _source_of(node, package)
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
-                found.add(sub if sub in MODULES or sub in COMPILED else target)
+                found.add(sub if sub in known or sub in COMPILED else target)
     return found
 
 
@@ -115,10 +135,153 @@ def test_the_oracle_and_the_backends_stay_apart():
             assert dst not in oracle, (src, dst)
 
 
-def test_only_the_vllm_layer_imports_vllm():
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_only_the_engine_side_imports_vllm():
     for src, dst in EDGES:
-        if dst == "vllm" or dst.startswith("vllm."):
-            assert src == "poc_kernels.vllm" or src.startswith("poc_kernels.vllm."), (src, dst)
+        if _in(dst, "vllm"):
+            assert _in(src, "poc_kernels.vllm"), (src, dst)
+
+
+def test_only_the_node_imports_the_web_stack():
+    web = ("fastapi", "starlette", "uvicorn")
+    for src, dst in EDGES:
+        if dst.split(".")[0] in web:
+            assert _in(src, "poc_kernels.node"), (src, dst)
+
+
+def _names_imported(path: pathlib.Path, package: str, module: str) -> list:
+    """The names a module imports ``from`` the package module ``module`` (relative or absolute), with line numbers."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if _source_of(node, package) == module:
+                found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names if alias.name == module]
+    return found
+
+
+def _public_names(path: pathlib.Path) -> set:
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    raise AssertionError(f"{path} has no __all__")
+
+
+def test_the_node_reaches_the_engine_only_through_its_public_names():
+    """The node imports poc_kernels.vllm itself (no submodule) and only names of its __all__; vLLM never."""
+    public = _public_names(MODULES["poc_kernels.vllm"])
+    for name, path in MODULES.items():
+        if not _in(name, "poc_kernels.node"):
+            continue
+        for dst in imports_of(name, path):
+            assert not _in(dst, "vllm"), f"{name} imports {dst}: only poc_kernels.vllm talks to vLLM"
+            if _in(dst, "poc_kernels.vllm"):
+                assert dst == "poc_kernels.vllm", f"{name} imports {dst}, an engine internal"
+        for imported, line in _names_imported(path, _package_of(name, path), "poc_kernels.vllm"):
+            assert imported in public, f"{path}:{line} imports {imported} from poc_kernels.vllm, not in its __all__"
+
+
+def test_the_node_uses_no_private_attribute_of_a_runner():
+    """``runner._x`` or ``self.runner._x`` anywhere in the node: it would reach past the runner's public methods."""
+    bad = []
+    for name, path in MODULES.items():
+        if not _in(name, "poc_kernels.node"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value
+                owner_name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", None)
+                if owner_name in ("runner", "engine", "engine_client"):
+                    bad.append(f"{path.name}:{node.lineno} {owner_name}.{node.attr}")
+    assert not bad, bad
+
+
+def test_the_engine_side_imports_nothing_from_the_node():
+    """poc_kernels.vllm never imports the node, but for its former-name module, which only re-exports it."""
+    for src, dst in EDGES:
+        if _in(src, "poc_kernels.vllm") and _in(dst, "poc_kernels.node"):
+            assert FORMER_NAMES.get(src) == dst, f"{src} imports {dst}: the engine side must not depend on the node"
+
+
+@pytest.mark.parametrize("name", sorted(FORMER_NAMES))
+def test_former_names_only_re_export(name):
+    """A former-name module holds a docstring, imports from its target and a ``__main__`` guard: nothing else."""
+    tree = ast.parse(MODULES[name].read_text())
+    target = FORMER_NAMES[name]
+    package = _package_of(name, MODULES[name])
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue  # the docstring
+        if isinstance(node, ast.ImportFrom):
+            where = _source_of(node, package)
+            assert where == target, f"{name} imports from {where}, not from {target}"
+            continue
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            continue
+        raise AssertionError(f"{name} holds code besides its re-export: {ast.unparse(node)[:80]}")
+
+
+def _cycles(modules, edges) -> list:
+    """The import circles among ``modules`` (strongly connected components of more than one module) under
+    ``edges`` (``(importer, imported)`` pairs)."""
+    graph: dict = {name: set() for name in modules}
+    for src, dst in edges:
+        if dst in graph and dst != src:
+            graph[src].add(dst)
+    index: dict = {}
+    low: dict = {}
+    stack: list = []
+    on_stack: set = set()
+    found: list = []
+    counter = [0]
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circles():
+    circles = _cycles(MODULES, EDGES)
+    assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
+
+
+def test_the_circle_check_finds_a_circle(tmp_path):
+    """The check itself: two modules that import each other (lazily, inside a function) are a circle."""
+    (tmp_path / "a.py").write_text("def f():\n    from . import b\n")
+    (tmp_path / "b.py").write_text("from .a import f\n")
+    edges = []
+    for mod in ("a", "b"):
+        for dst in imports_of(f"pkg.{mod}", tmp_path / f"{mod}.py", known={"pkg.a", "pkg.b"}):
+            edges.append((f"pkg.{mod}", dst))
+    assert _cycles(["pkg.a", "pkg.b"], edges) == [["pkg.a", "pkg.b"]]
+    assert _cycles(["pkg.a", "pkg.b"], [e for e in edges if e[0] == "pkg.a"]) == []
 
 
 def test_the_contract_layers_import_no_integration_library():
@@ -130,10 +293,8 @@ def test_the_contract_layers_import_no_integration_library():
 
 
 def _layout_table() -> list:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
     rows = []
-    for line in section.splitlines():
+    for line in (ROOT / "docs" / "layout.md").read_text().splitlines():
         if not line.startswith("| `"):
             continue
         cell = line.split("|")[1]
@@ -144,12 +305,12 @@ def _layout_table() -> list:
     return rows
 
 
-def test_readme_layout_table_matches_the_tree():
+def test_docs_layout_table_matches_the_tree():
     rows = _layout_table()
     listed = [p for row in rows for p in row]
-    assert listed, "README has no layout table"
+    assert listed, "docs/layout.md has no layout table"
     missing = [p for p in listed if not (ROOT / p.rstrip("/")).exists()]
-    assert not missing, f"README's layout table names paths that do not exist: {missing}"
+    assert not missing, f"docs/layout.md's table names paths that do not exist: {missing}"
     # every module of the package is listed, itself or through its folder
     covered = {p.rstrip("/") for p in listed}
     unlisted = []
@@ -159,7 +320,7 @@ def test_readme_layout_table_matches_the_tree():
             continue
         if not any(str(rel) == c or str(rel).startswith(c + "/") for c in covered):
             unlisted.append(str(rel))
-    assert not unlisted, f"README's layout table leaves out: {sorted(unlisted)}"
+    assert not unlisted, f"docs/layout.md's table leaves out: {sorted(unlisted)}"
 
 
 @pytest.mark.parametrize("name", ["poc_kernels.ops.backend", "poc_kernels.ops.compile_check"])

@@ -4,6 +4,7 @@ standalone node server, both on a tiny random Qwen3, over real HTTP on 127.0.0.1
 import importlib.util
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -28,11 +29,15 @@ from _servers import (
 import poc_kernels
 from poc_kernels.validation import ValidatedBatch
 
-from _vllm_fixtures import VLLM_SKIP_REASON, vllm_wanted
+from _vllm_fixtures import VLLM_SKIP_REASON, engine_marks, vllm_wanted
 
-pytestmark = pytest.mark.skipif(
-    not vllm_wanted() or importlib.util.find_spec("httpx") is None, reason=f"{VLLM_SKIP_REASON} (or httpx is missing)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not vllm_wanted() or importlib.util.find_spec("httpx") is None,
+        reason=f"{VLLM_SKIP_REASON} (or httpx is missing)",
+    ),
+    *engine_marks(),
+]
 
 SEQ_LEN = 16
 
@@ -103,7 +108,7 @@ def long_validation() -> dict:
     """A /validate body as long as the server takes: at batch_size 1, thousands of engine steps, which no machine
     runs in the second or two the tests need it to be in flight (600 nonces at batch_size 2 once finished
     within a client's 2 s timeout)."""
-    from poc_kernels.vllm.server import MAX_VALIDATE_NONCES
+    from poc_kernels.node.settings import MAX_VALIDATE_NONCES
 
     n = MAX_VALIDATE_NONCES
     return dict(public_key="p", block_hash="blk", block_height=7, node_id=0, nonces=list(range(n)), dist=[1.4] * n)
@@ -331,7 +336,7 @@ def test_validate_is_capped_and_stop_cancels_it(served):
     """/validate takes at most POC_MAX_VALIDATE_NONCES nonces; /stop cancels a running one, which is never counted."""
     import httpx
 
-    from poc_kernels.vllm.server import MAX_VALIDATE_NONCES
+    from poc_kernels.node.settings import MAX_VALIDATE_NONCES
 
     base, _, _ = served
     with httpx.Client(timeout=120) as client:
@@ -446,7 +451,7 @@ def test_bounds_and_messages_of_round_bodies(served):
 
 
 def test_standalone_node_server(tiny_qwen3, tmp_path):
-    """`python -m poc_kernels.vllm.server`: the PoC API alone, no OpenAI routes."""
+    """`python -m poc_kernels.node`: the PoC API alone, no OpenAI routes."""
     import httpx
 
     path, hf = tiny_qwen3
@@ -472,7 +477,7 @@ def test_standalone_node_server(tiny_qwen3, tmp_path):
             assert client.post(f"{base}/v1/chat/completions", json={}).status_code == 404
             _check_status_cursor_and_resumed_generation(client, base)
             _check_sigterm_during_validation(client, base, proc)
-        # the node's own shutdown (poc_kernels.vllm.lifecycle): its engine core stopped by itself
+        # the node's own shutdown (poc_kernels.vllm.shutdown_engine): its engine core stopped by itself
         log = (tmp_path / "server.log").read_text()
         assert "force killing" not in log and "leaked shared_memory" not in log, log[-3000:]
     finally:
@@ -548,10 +553,14 @@ def test_standalone_node_needs_a_model_and_exits_when_its_engine_dies(tiny_qwen3
     import psutil
 
     env = server_env(api)
-    if api == "distance":  # the command line's own errors, once
-        for args, message in ((["--port", "1"], "--model is required"), (["--poc-api", "v3"], "invalid choice")):
+    if api == "distance":  # the command line's own errors, once, through the console script and the former module
+        script = pathlib.Path(sys.executable).with_name("poc-kernels-node")
+        for cmd, message in (
+            ([sys.executable, "-m", "poc_kernels.vllm.server", "--port", "1"], "--model is required"),
+            ([str(script), "--poc-api", "v3"], "invalid choice"),
+        ):
             r = subprocess.run(
-                [sys.executable, "-m", "poc_kernels.vllm.server", *args],
+                cmd,
                 env=env,
                 capture_output=True,
                 text=True,

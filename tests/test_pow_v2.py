@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 from _servers import POW, Receiver, free_port, server_env, start_server, stop_server, vllm_server_cmd, wait_for
 
-from _vllm_fixtures import VLLM_SKIP_REASON, vllm_wanted
+from _vllm_fixtures import VLLM_SKIP_REASON, engine_marks, vllm_wanted
 
-pytestmark = pytest.mark.skipif(
-    not vllm_wanted() or importlib.util.find_spec("httpx") is None, reason=f"{VLLM_SKIP_REASON} (or httpx is missing)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not vllm_wanted() or importlib.util.find_spec("httpx") is None,
+        reason=f"{VLLM_SKIP_REASON} (or httpx is missing)",
+    ),
+    *engine_marks(),
+]
 
 SEQ_LEN = 16
 SERVED_NAME = "tiny-qwen3"

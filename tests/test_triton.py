@@ -337,6 +337,7 @@ def test_custom_op_under_torch_compile():
 # ----------------------------------------------------------------------------- GPU compilation
 
 
+@pytest.mark.timeout(600)  # ptxas on every configuration for two architectures: about 2 minutes on two loaded cores
 def test_every_shipped_kernel_compiles_for_sm80_and_sm90_without_spills():
     """Triton's NVIDIA backend and ptxas, no GPU needed: fails on any spill."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -1,8 +1,12 @@
-"""The v2 node's bounds and schedule, on a stand-in runner: what HTTP tests can't reach in their time.
+"""The v2 node's parts and bounds, on a stand-in runner: what HTTP tests can't reach in their time.
 
-The stand-in returns a known artifact per nonce, so these tests see exactly
-which nonces were computed and which artifacts were kept, dropped or evicted.
-The real engine behind the same ArtifactNode is tested in test_pow_v2.py.
+ArtifactNode is three parts, each tested alone here: the mining
+(``node.mining.Miner``), the job queue and result store (``node.jobs``) and the
+callback buffer and its delivery (``node.callbacks``); then put together.
+The stand-in runner returns a known artifact per nonce, so these tests see
+exactly which nonces were computed and which artifacts were kept, dropped or
+evicted. None of this needs vLLM; the real engine behind the same ArtifactNode
+is tested in test_pow_v2.py.
 """
 
 import asyncio
@@ -12,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from _vllm_fixtures import VLLM_SKIP_REASON, vllm_wanted
-
-pytestmark = pytest.mark.skipif(not vllm_wanted(), reason=VLLM_SKIP_REASON)
+from poc_kernels.node import callbacks, jobs, mining, settings
+from poc_kernels.node.errors import ApiTooLarge, QueueFull
+from poc_kernels.node.v2 import ArtifactNode, GenerateRequest, InitGenerateRequest, StatTestRequest
 
 
 class Result:
@@ -45,8 +49,6 @@ class StandInRunner:
 
 
 def node_and_bodies(runner, **init):
-    from poc_kernels.vllm.v2 import ArtifactNode, GenerateRequest, InitGenerateRequest
-
     node = ArtifactNode(runner, model_names=["m"], max_model_len=64)
     fields = dict(block_hash="b", block_height=1, public_key="p", node_id=0, node_count=1)
     fields["params"] = {"model": "m", "seq_len": 8}
@@ -81,16 +83,14 @@ def test_mining_follows_the_group_schedule_and_leaves_out_nan_rows():
         await node.stop()
         # SPEC-ARTIFACTS §7: node_id + group_id·node_count + x·n_groups·node_count
         assert runner.calls[:4] == [[17 + 20 * x for x in range(3 * b, 3 * b + 3)] for b in range(4)]
-        assert node.total_processed >= 12 and node.total_artifacts == node.total_processed - 1
+        assert node.miner.total_processed >= 12 and node.miner.total_artifacts == node.miner.total_processed - 1
 
     asyncio.run(main())
 
 
 def test_the_callback_buffer_is_bounded_oldest_dropped_first(monkeypatch):
-    from poc_kernels.vllm import v2
-
-    monkeypatch.setattr(v2, "MAX_BUFFERED_ARTIFACTS", 10)
-    monkeypatch.setattr(v2, "CALLBACK_INTERVAL_S", 3600.0)  # no flush while the test runs
+    monkeypatch.setattr(settings, "MAX_BUFFERED_ARTIFACTS", 10)
+    monkeypatch.setattr(settings, "CALLBACK_INTERVAL_S", 3600.0)  # no flush while the test runs
 
     async def main():
         runner = StandInRunner()
@@ -98,12 +98,11 @@ def test_the_callback_buffer_is_bounded_oldest_dropped_first(monkeypatch):
         node.callbacks.attempts, node.callbacks.backoff_s = 1, 0.0
         await node.init_generate(init_body(batch_size=4, url="http://127.0.0.1:9/cb"))
         await until(lambda: len(runner.calls) >= 6)
-        node._mining.cancel()  # freeze the buffer without the flush of /stop
-        await asyncio.gather(node._mining, return_exceptions=True)
-        done = node.total_processed
+        await node.miner.stop()  # freeze the buffer without the flush of /stop
+        done = node.miner.total_processed
         st = node.status()["callbacks"]
         assert st["artifacts_buffered"] == 10 and st["artifacts_dropped"] == done - 10
-        assert [a["nonce"] for a in node._buffer] == list(range(done - 10, done))  # the newest kept
+        assert [a["nonce"] for a in node.buffer] == list(range(done - 10, done))  # the newest kept
         sent = []
         node.callbacks.send = lambda url, payload: sent.append((url, payload))
         await node.stop()  # what is buffered is delivered, not dropped
@@ -117,9 +116,7 @@ def test_the_callback_buffer_is_bounded_oldest_dropped_first(monkeypatch):
 def test_the_result_store_evicts_the_oldest_finished_jobs(monkeypatch):
     import json
 
-    from poc_kernels.vllm import v2
-
-    monkeypatch.setattr(v2, "MAX_STORED_JOBS", 3)
+    monkeypatch.setattr(settings, "MAX_STORED_JOBS", 3)
 
     async def main():
         node, _, gen_body = node_and_bodies(StandInRunner())
@@ -135,32 +132,30 @@ def test_the_result_store_evicts_the_oldest_finished_jobs(monkeypatch):
 
 
 def test_the_queue_is_bounded_and_fifo(monkeypatch):
-    from poc_kernels.vllm import v2
-
-    monkeypatch.setattr(v2, "MAX_QUEUED_NONCES", 6)
+    monkeypatch.setattr(settings, "MAX_QUEUED_NONCES", 6)
 
     async def main():
         runner = StandInRunner(delay=0.05)
         node, _, gen_body = node_and_bodies(runner)
         first = node.enqueue(gen_body(nonces=[1, 2, 3]))
         second = node.enqueue(gen_body(nonces=[4, 5]))
-        with pytest.raises(v2.QueueFull, match="queue full: 5 nonces queued, limit is 6"):
+        with pytest.raises(QueueFull, match="queue full: 5 nonces queued, limit is 6"):
             node.enqueue(gen_body(nonces=[6, 7]))
-        with pytest.raises(v2.ApiTooLarge, match="at most 6 nonces"):
+        with pytest.raises(ApiTooLarge, match="at most 6 nonces"):
             node.enqueue(gen_body(nonces=list(range(7))))
         await until(lambda: b"completed" in node.job(second["request_id"]))
         assert runner.calls == [[1, 2, 3], [4, 5]]  # first in, first out
-        assert b"completed" in node.job(first["request_id"]) and node.queued_nonces == 0
+        assert b"completed" in node.job(first["request_id"]) and node.jobs.queued_nonces == 0
         await node.shutdown()
 
     asyncio.run(main())
 
 
 def test_callback_deliveries_are_bounded():
-    from poc_kernels.vllm.manager import CallbackSender
+    pytest.importorskip("httpx")
 
     async def main():
-        sender = CallbackSender(attempts=1, backoff_s=0.0, timeout_s=0.5, max_concurrent=1, max_waiting=2)
+        sender = callbacks.CallbackSender(attempts=1, backoff_s=0.0, timeout_s=0.5, max_concurrent=1, max_waiting=2)
         for i in range(5):
             sender.send("http://127.0.0.1:9/cb", {"i": i})
         assert sender.dropped == 3 and sender.status()["pending"] == 2
@@ -174,10 +169,140 @@ def test_callback_deliveries_are_bounded():
 def test_stat_test_names_and_defaults():
     from pydantic import ValidationError
 
-    from poc_kernels.vllm.v2 import StatTestRequest
-
     assert StatTestRequest().test().fraud_threshold == 0.01
     assert StatTestRequest(p_value_threshold=0.05).test().fraud_threshold == 0.05
     assert StatTestRequest(fraud_threshold=0.2, p_value_threshold=0.2).test().fraud_threshold == 0.2
     with pytest.raises(ValidationError, match="name the same alpha"):
         StatTestRequest(fraud_threshold=0.01, p_value_threshold=0.05)
+
+
+# ---------------------------------------------------------------------- each part alone
+
+
+class Recorder:
+    """A stand-in CallbackSender: records what would be sent."""
+
+    def __init__(self):
+        self.sent: list = []
+
+    def send(self, url, payload):
+        self.sent.append((url, payload))
+
+
+def test_mining_nonces_follow_the_schedule_and_stop_below_2_32():
+    _, init_body, _ = node_and_bodies(StandInRunner())
+    cfg = init_body(node_id=1, node_count=3, group_id=1, n_groups=2, batch_size=4)
+    assert mining.mining_nonces(cfg, 0) == [4, 10, 16, 22]  # 1 + 1·3 + x·2·3
+    assert mining.mining_nonces(cfg, 8) == [52, 58, 64, 70]
+    last = init_body(node_id=0, node_count=2**31, batch_size=4)
+    assert mining.mining_nonces(last, 0) == [0, 2**31]  # 2**32 and beyond are not nonces
+    assert mining.mining_nonces(last, 2) == []
+
+
+def test_the_miner_alone_counts_sinks_and_reports_an_engine_failure():
+    class Dead(Exception):
+        pass
+
+    Dead.__name__ = "EngineDeadError"
+
+    async def main():
+        _, init_body, _ = node_and_bodies(StandInRunner())
+        sunk, errors, calls = [], [], []
+
+        async def artifacts(cfg, nonces):
+            calls.append(nonces)
+            if len(calls) == 3:
+                raise Dead("the engine died")
+            return [{"nonce": n} for n in nonces if n % 2]  # even nonces have no artifact
+
+        miner = mining.Miner(artifacts, sink=sunk.extend, on_error=errors.append)
+        miner.start(init_body(batch_size=4))
+        await until(lambda: not miner.mining)
+        assert calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+        assert [a["nonce"] for a in sunk] == [1, 3, 5, 7]
+        assert (miner.total_processed, miner.total_artifacts) == (8, 4)
+        assert miner.error == "EngineDeadError: the engine died" and len(errors) == 1
+        assert miner.status() == {"status": "IDLE", "config": None, "stats": None}
+        with pytest.raises(RuntimeError, match="stop"):
+            miner.start(init_body())
+            miner.start(init_body())  # a second start while mining
+        await miner.stop()
+        assert not miner.mining
+
+    asyncio.run(main())
+
+
+def test_the_artifact_buffer_alone_flushes_on_its_interval_and_at_close():
+    async def main():
+        sender = Recorder()
+        buffer = callbacks.ArtifactBuffer(sender, max_artifacts=3, interval_s=0.05)
+        running = [True]
+        buffer.add([{"nonce": 0}])  # before open: no URL, nothing kept
+        assert len(buffer) == 0
+        buffer.open("http://cb/generated", {"node_id": 7}, {"dtype": "f16"}, running=lambda: running[0])
+        buffer.add([{"nonce": n} for n in range(5)])
+        assert [a["nonce"] for a in buffer] == [2, 3, 4] and buffer.status()["artifacts_dropped"] == 2
+        await until(lambda: len(sender.sent) == 1)
+        url, payload = sender.sent[0]
+        assert url == "http://cb/generated"
+        assert payload == {
+            "node_id": 7,
+            "artifacts": [{"nonce": 2}, {"nonce": 3}, {"nonce": 4}],
+            "encoding": {"dtype": "f16"},
+        }
+        running[0] = False
+        await until(lambda: buffer._flusher.done())  # idle and nothing buffered: the flusher ends
+        buffer.open("http://cb/generated", {}, {}, running=lambda: True)
+        buffer.add([{"nonce": 9}])
+        await buffer.close()  # what is left is delivered at once
+        assert sender.sent[-1][1]["artifacts"] == [{"nonce": 9}] and len(buffer) == 0
+
+    asyncio.run(main())
+
+
+def test_the_result_store_alone_keeps_running_jobs_past_its_bounds():
+    class Body:
+        def __init__(self, n):
+            self.nonces = list(range(n))
+
+    store = jobs.ResultStore(max_jobs=2, max_nonces=10)
+    a, b, c = jobs.Job(Body(4)), jobs.Job(Body(4)), jobs.Job(Body(4))
+    for job in (a, b, c):
+        store.keep(job)
+    assert len(store) == 3 and store.nonces == 12  # nothing finished: nothing to evict
+    b.finished = 1.0
+    store.keep(c)
+    assert [store.get(j.request_id) is not None for j in (a, b, c)] == [True, False, True]
+    assert store.nonces == 8
+
+
+def test_the_job_queue_alone_waits_while_busy_and_calls_back():
+    async def main():
+        _, _, gen_body = node_and_bodies(StandInRunner())
+        busy = [True]
+        computed: list = []
+
+        async def rows(body, chunk):
+            computed.append(list(chunk))
+            return chunk
+
+        sender = Recorder()
+        queue = jobs.JobQueue(
+            rows, lambda body, parts: {"parts": parts}, busy=lambda: busy[0], callbacks=sender, max_queued_nonces=10
+        )
+        answer = queue.enqueue(gen_body(nonces=[5, 6, 7], batch_size=2, url="http://cb/x?t=1"))
+        assert answer["status"] == "queued" and answer["queued_count"] == 3
+        await asyncio.sleep(0.3)
+        assert computed == [] and queue.status()["jobs"] == 1  # held back while the node is busy
+        busy[0] = False
+        await until(lambda: b"completed" in queue.get(answer["request_id"]))
+        assert computed == [[5, 6], [7]]
+        ((url, payload),) = sender.sent
+        assert url == "http://cb/x/generated?t=1" and payload["parts"] == [[5, 6], [7]]
+        assert payload["request_id"] == answer["request_id"] and payload["node_id"] == 0
+        with pytest.raises(ApiTooLarge, match="wait=true holds at most"):
+            queue.max_wait_nonces = 2
+            await queue.run_now(gen_body(nonces=[1, 2, 3], wait=True))
+        await queue.shutdown("test over")
+
+    asyncio.run(main())

@@ -11,9 +11,9 @@ import torch
 import poc_kernels
 
 from _tolerances import ENGINE_BATCH_DIST_ATOL
-from _vllm_fixtures import VLLM_SKIP_REASON, vllm_wanted
+from _vllm_fixtures import VLLM_SKIP_REASON, engine_marks, vllm_wanted
 
-pytestmark = pytest.mark.skipif(not vllm_wanted(), reason=VLLM_SKIP_REASON)
+pytestmark = [pytest.mark.skipif(not vllm_wanted(), reason=VLLM_SKIP_REASON), *engine_marks()]
 
 SEQ_LEN = 16
 NONCES = [0, 1, 2, 3, 17, 2**31, 2**32 - 1]

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from _vllm_fixtures import VLLM_SKIP_REASON, vllm_wanted
+from _vllm_fixtures import VLLM_SKIP_REASON, engine_marks, vllm_wanted
 
-pytestmark = pytest.mark.skipif(not vllm_wanted(), reason=VLLM_SKIP_REASON)
+pytestmark = [pytest.mark.skipif(not vllm_wanted(), reason=VLLM_SKIP_REASON), *engine_marks()]
 
 SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
 
@@ -52,9 +52,29 @@ def _shm_segments() -> set:
     return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
 
 
+def _mapped_segments(pids) -> set:
+    """The shared-memory segments (``/dev/shm/psm_*``) that the processes ``pids`` and their children map.
+
+    Read from ``/proc/PID/maps``, so that segments of other engines running at
+    the same time (another test worker's) are never taken for this one's.
+    """
+    import psutil
+
+    procs = [psutil.Process(pid) for pid in pids]
+    procs += [child for proc in procs for child in proc.children(recursive=True)]
+    found = set()
+    for proc in procs:
+        try:
+            with open(f"/proc/{proc.pid}/maps") as f:
+                found |= {line.rsplit("/", 1)[-1].strip() for line in f if "/dev/shm/psm_" in line}
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
 @pytest.fixture
 def idle_engine(tiny_qwen3):
-    """A tiny engine that has served a PoC batch, and the shared-memory segments it created."""
+    """A tiny engine that has served a PoC batch, and the shared-memory segments its processes created."""
     from poc_kernels.vllm import PoCRunner
 
     from _vllm_fixtures import make_llm
@@ -62,7 +82,7 @@ def idle_engine(tiny_qwen3):
     before = _shm_segments()
     llm = make_llm(tiny_qwen3[0])
     PoCRunner(llm, seq_len=8).run("blk", "key", [0, 1, 2])
-    created = _shm_segments() - before
+    created = (_shm_segments() - before) & _mapped_segments([p.pid for p in _core_processes(llm)] + [os.getpid()])
     yield llm, created
     llm.llm_engine.engine_core.shutdown(timeout=0)  # a test that failed leaves its engine behind
 

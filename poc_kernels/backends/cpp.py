@@ -33,7 +33,7 @@ from .._checks import ArtifactArgs, DistanceArgs, InputArgs, TokenInputArgs
 from ..constants import LM_HEAD_SCALE, STRONGER_SEGMENTS
 from ..seeds import derive_artifact_seeds, lm_head_seed, stronger_input_seeds, target_seed
 from ..vectors import norm
-from . import Backend, register_backend
+from ._registry import Backend, register_backend
 
 __all__ = [
     "CACHE_SIZE",

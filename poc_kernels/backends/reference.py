@@ -10,7 +10,7 @@ import torch
 
 from .. import reference, rng, vectors
 from .._checks import TokenInputArgs, TokenLayerArgs
-from . import Backend, register_backend
+from ._registry import Backend, register_backend
 
 
 def layer_transform_(x: torch.Tensor, v: torch.Tensor, normalize: bool) -> torch.Tensor:

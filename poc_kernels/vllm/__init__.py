@@ -1,4 +1,4 @@
-"""vLLM integration of PoC v2: run PoC batches on the model a node already serves.
+"""vLLM integration of PoC v2, the engine side: run PoC batches on the model a node already serves.
 
 - :class:`PoCWorkerExtension` (``worker_extension_cls="poc_kernels.vllm.PoCWorkerExtension"``):
   the worker side; when the worker loads its model, :mod:`.inline` adds the
@@ -8,10 +8,14 @@
 - :class:`PoCRunner` / :class:`AsyncPoCRunner`: the driver side, for an
   offline ``vllm.LLM`` or an ``AsyncLLM``;
 - :mod:`.protocol`: what the two sides exchange (RPC names, request ids, wire forms);
-- :mod:`.manager` and :mod:`.server`: the round manager and the HTTP API;
-- :mod:`.lifecycle`: :func:`~.lifecycle.shutdown_engine`, which stops an
-  engine so that its engine core exits by itself even when vLLM's SIGTERM to
-  it is lost (vLLM 0.32 then kills it after 5 s and leaks its shared memory).
+- :mod:`.lifecycle`: building an ``AsyncLLM`` from a command line, and
+  :func:`~.lifecycle.shutdown_engine`, which stops an engine so that its
+  engine core exits by itself even when vLLM's SIGTERM to it is lost (vLLM
+  0.32 then kills it after 5 s and leaks its shared memory).
+
+This package lives inside vLLM's processes and follows vLLM's internals. The
+HTTP node that drives it (both PoC APIs, rounds, callbacks, the servers) is
+:mod:`poc_kernels.node`, which uses only the names of ``__all__`` below.
 
 The offline SmolLM2 weights are :mod:`poc_kernels.weights` (no vLLM needed).
 
@@ -48,6 +52,7 @@ def _check_vllm_version() -> str:
 
 VLLM_VERSION = _check_vllm_version()
 
+from .lifecycle import engine_arg_parser, engine_args_from_cli, shutdown_engine, start_async_engine  # noqa: E402
 from .protocol import WORKER_EXTENSION, PoCBatchResult  # noqa: E402
 from .runner import AsyncPoCRunner, PoCRunner  # noqa: E402
 from .worker import PoCWorkerExtension  # noqa: E402
@@ -60,4 +65,8 @@ __all__ = [
     "SUPPORTED_VLLM",
     "VLLM_VERSION",
     "WORKER_EXTENSION",
+    "engine_arg_parser",
+    "engine_args_from_cli",
+    "shutdown_engine",
+    "start_async_engine",
 ]

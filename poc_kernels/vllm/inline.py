@@ -482,32 +482,3 @@ def _hook_step(runner: Any, table: TokenTable) -> None:
         runner._prepare_inputs = _prepare_inputs
     else:
         raise RuntimeError(f"unsupported vLLM model runner {module}.{type(runner).__name__}")
-
-
-_PATCHED = False
-
-
-def patch_worker_load_model() -> None:
-    """Make vLLM's worker install the ops right after it loads the model, when it carries the PoC extension.
-
-    Called when :mod:`poc_kernels.vllm.worker` is imported, which vLLM does in
-    every worker process before it builds the worker (to mix the extension in).
-    """
-    global _PATCHED
-    if _PATCHED:
-        return
-    from vllm.v1.worker.gpu_worker import Worker
-
-    original = Worker.load_model
-
-    @functools.wraps(original)
-    def load_model(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        from .worker import PoCWorkerExtension
-
-        if isinstance(self, PoCWorkerExtension) and getattr(self, "_poc_inline", None) is None:
-            self._poc_inline = install(self.model_runner)
-        return result
-
-    Worker.load_model = load_model
-    _PATCHED = True

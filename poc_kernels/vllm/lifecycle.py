@@ -1,4 +1,9 @@
-"""Shutting a vLLM engine down so that its engine core stops by itself, on time.
+"""Starting a vLLM engine for a PoC node, and shutting it down so that its engine core stops by itself, on time.
+
+:func:`engine_arg_parser`, :func:`engine_args_from_cli` and
+:func:`start_async_engine` are what a server needs to build an ``AsyncLLM``
+from its command line (the node uses them, so that it never imports vLLM
+itself); :func:`shutdown_engine` stops any engine.
 
 vLLM 0.32 stops an engine core process by sending it SIGTERM: the Python
 handler flags the shutdown and the busy loop, woken, tears the executor and
@@ -31,6 +36,8 @@ import threading
 from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["ENGINE_SHUTDOWN_S", "engine_arg_parser", "engine_args_from_cli", "shutdown_engine", "start_async_engine"]
 
 #: Seconds the engine core processes get to stop by themselves before they are killed.
 ENGINE_SHUTDOWN_S = 30.0
@@ -108,3 +115,25 @@ def shutdown_engine(engine: Any, timeout: Optional[float] = ENGINE_SHUTDOWN_S) -
         client.shutdown(timeout=timeout)  # vllm.LLM and LLMEngine have no shutdown of their own
     else:
         engine.shutdown(timeout=timeout)  # AsyncLLM: also its output handler
+
+
+def engine_arg_parser(description: str) -> Any:
+    """Return vLLM's argument parser with every engine argument (``--model``, ``--tensor-parallel-size``, ...)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    return AsyncEngineArgs.add_cli_args(FlexibleArgumentParser(description=description))
+
+
+def engine_args_from_cli(args: Any) -> Any:
+    """Return the ``AsyncEngineArgs`` of a namespace parsed by :func:`engine_arg_parser`."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs.from_cli_args(args)
+
+
+def start_async_engine(engine_args: Any) -> Any:
+    """Start an ``AsyncLLM`` from ``engine_args``; stop it with :func:`shutdown_engine`."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    return AsyncLLM.from_engine_args(engine_args)

@@ -120,7 +120,15 @@ class _RunnerBase:
     #: the layer transform of later distance-scheme batches, as (block_hash, normalize), or None
     _hooks: Optional[tuple] = None
 
-    def _setup(self, infos: list, seq_len: int, backend: str, prompt_embeds_enabled: bool) -> None:
+    def _setup(self, infos: list, seq_len: int, backend: str, model_config: Any) -> None:
+        prompt_embeds_enabled = bool(getattr(model_config, "enable_prompt_embeds", False))
+        #: the engine's longest sequence (a PoC request needs seq_len + 1 positions), or None when unknown
+        self.max_model_len: Optional[int] = getattr(model_config, "max_model_len", None)
+        #: the names the engine serves its model under: its path and served name
+        self.model_names: list = [
+            n for n in (getattr(model_config, "model", None), getattr(model_config, "served_model_name", None))
+            if isinstance(n, str)
+        ]  # fmt: skip
         self.seq_len = check_int(seq_len, "seq_len", 1)
         self.backend = check_str(backend, "backend")
         self.worker_info = [WorkerInfo.from_wire(i) for i in infos]
@@ -212,12 +220,11 @@ class PoCRunner(_RunnerBase):
 
     def __init__(self, llm: Any, *, seq_len: int = 256, backend: str = "auto") -> None:
         self.llm = llm
-        enabled = bool(getattr(llm.llm_engine.model_config, "enable_prompt_embeds", False))
         try:
             infos = llm.collective_rpc(RPC_INSTALL)
         except Exception as exc:  # the engine reports a missing method with its own error type
             raise _missing_extension(exc) from exc
-        self._setup(infos, seq_len, backend, enabled)
+        self._setup(infos, seq_len, backend, llm.llm_engine.model_config)
 
     def run(
         self,
@@ -300,13 +307,19 @@ class AsyncPoCRunner(_RunnerBase):
     @classmethod
     async def create(cls, engine_client: Any, *, seq_len: int = 256, backend: str = "auto") -> AsyncPoCRunner:
         runner = cls(engine_client)
-        enabled = bool(getattr(engine_client.model_config, "enable_prompt_embeds", False))
         try:
             infos = await engine_client.collective_rpc(RPC_INSTALL)
         except Exception as exc:
             raise _missing_extension(exc) from exc
-        runner._setup(infos, seq_len, backend, enabled)
+        runner._setup(infos, seq_len, backend, engine_client.model_config)
         return runner
+
+    @property
+    def dead_error(self) -> Optional[BaseException]:
+        """The engine's error once it is dead (a worker crashed, or it was shut down), else None."""
+        if getattr(self.engine, "errored", False):
+            return getattr(self.engine, "dead_error", None) or RuntimeError("the engine errored")
+        return None
 
     async def run(
         self,

@@ -43,6 +43,7 @@ no insecure-serialization switch is needed).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any, Optional
@@ -51,7 +52,7 @@ import numpy as np
 import torch
 
 from ..constants import STRONGER_SEGMENTS
-from .inline import BatchSpec, decoder_layers, patch_worker_load_model
+from .inline import BatchSpec, decoder_layers, install
 from .inline import _first_pp_rank as _first_pp_rank
 from .protocol import BeginRequest, FinishRequest, WorkerInfo, check_tag, encode_result, parse_request_id
 
@@ -321,6 +322,32 @@ def _hook_v2(runner: Any, capture: _Capture) -> None:
     runner.sample = sample_wrapper
 
 
-# vLLM imports this module in every worker process before it builds the worker; from then on a worker
-# carrying the extension installs the in-graph ops right after loading its model (before compilation).
+_PATCHED = False
+
+
+def patch_worker_load_model() -> None:
+    """Make vLLM's worker install the in-graph ops right after it loads the model, when it carries the extension.
+
+    Called when this module is imported, which vLLM does in every worker
+    process before it builds the worker (to mix the extension in); the ops are
+    installed before the forward is compiled or captured.
+    """
+    global _PATCHED
+    if _PATCHED:
+        return
+    from vllm.v1.worker.gpu_worker import Worker
+
+    original = Worker.load_model
+
+    @functools.wraps(original)
+    def load_model(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if isinstance(self, PoCWorkerExtension) and getattr(self, "_poc_inline", None) is None:
+            self._poc_inline = install(self.model_runner)
+        return result
+
+    Worker.load_model = load_model
+    _PATCHED = True
+
+
 patch_worker_load_model()

@@ -19,16 +19,11 @@ only on CUDA.
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import torch
 
-from .. import Backend, register_backend
-
-
-def interpreter_enabled() -> bool:
-    """Return whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+from .._registry import Backend, register_backend
+from .configs import interpreter_enabled
 
 
 def supports(device: torch.device) -> bool:

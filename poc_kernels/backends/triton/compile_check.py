@@ -25,8 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from ...constants import ARTIFACT_K, NUM_REFLECTIONS, STRONGER_SEGMENTS
-from . import interpreter_enabled
-from .configs import GPU_CONFIGS, Config
+from .configs import GPU_CONFIGS, Config, interpreter_enabled
 from .projection import tree_shape
 
 DTYPES = {"fp32": "*fp32", "fp16": "*fp16", "bf16": "*bf16"}

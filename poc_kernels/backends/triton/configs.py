@@ -11,11 +11,15 @@ operation, not per element, so it gets large tiles.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
-from . import interpreter_enabled
+
+def interpreter_enabled() -> bool:
+    """Return whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,17 @@
-"""The PoC round manager of a node: round configuration, generation loop, validation, callbacks.
+"""The seeds' API (distance scheme): the round manager of a node, with its configuration, generation and validation.
 
 States: ``IDLE`` (a round is configured, nothing runs), ``GENERATING`` (a
 background loop runs batches of this node's nonces and keeps the valid ones),
 ``VALIDATING`` (submitted proof batches are recomputed and judged; ordinary
 inference runs beside it) and ``STOPPED`` (the round is over; a new one can be
-set up). Illegal transitions raise :class:`TransitionError`.
+set up). Illegal transitions raise :class:`~.errors.TransitionError`.
 
 Node ``node_id`` of ``node_count`` takes the nonces ``node_id + k * node_count``
 for ``k = 0, 1, 2, ...`` in batches of ``batch_size``. Valid batches (and
 validation verdicts) are POSTed to ``{callback_url}/generated`` (and
-``/validated``) by a background sender that retries with exponential backoff a
-bounded number of times and reports failures in the status.
+``/validated``) by the :class:`~.callbacks.CallbackSender` that both APIs
+share. The manager reaches the engine only through a runner's public methods
+(``run``, ``set_layer_hooks``, ``clear_layer_hooks``).
 """
 
 from __future__ import annotations
@@ -18,30 +19,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import time
-from collections import deque
 from enum import Enum
 from typing import Any, Optional
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 from ..validation import ProofBatch, ValidatedBatch
+from . import settings
+from .callbacks import CallbackSender, join_callback
+from .errors import TransitionError, ValidationCancelled
+from .rounds import (
+    BlockHash,
+    BlockHeight,
+    EngineFailures,
+    NodeCount,
+    NodeId,
+    PublicKey,
+    check_batch_budget,
+    check_node_id,
+)
 
-logger = logging.getLogger("poc_kernels.vllm")
+logger = logging.getLogger("poc_kernels.node")
 
-__all__ = ["CallbackSender", "PoCManager", "PoCState", "RoundConfig", "TransitionError", "ValidationCancelled"]
-
-#: The largest block height accepted (int64 clients read it back).
-INT64_MAX = 2**63 - 1
-#: Nonces are 32-bit: node ids lie below it, and more nodes than nonces make no sense.
-NONCE_SPACE = 2**32
-#: The most tokens one engine batch of a round may hold (batch_size x seq_len; 4096 x 1023 fits).
-MAX_BATCH_TOKENS = int(os.environ.get("POC_MAX_BATCH_TOKENS", str(2**22)))
-#: With an engine that takes prompt_embeds: the most embedding bytes one batch may hold in this process.
-MAX_EMBED_BYTES = int(os.environ.get("POC_MAX_EMBED_BYTES", str(1 << 30)))
-#: How long shutdown waits for callbacks still being delivered.
-CALLBACK_DRAIN_S = 5.0
+__all__ = ["PoCManager", "PoCState", "RoundConfig"]
 
 
 class PoCState(str, Enum):
@@ -51,26 +52,18 @@ class PoCState(str, Enum):
     STOPPED = "STOPPED"
 
 
-class TransitionError(RuntimeError):
-    """A request that the round's current state does not allow (HTTP 409)."""
-
-
-class ValidationCancelled(TransitionError):
-    """A validation stopped before its verdict: the round ended (``/stop``, a new ``/init``) or the node shut down."""
-
-
 class RoundConfig(BaseModel):
     """The body of the ``/init`` routes, with the original PoC API's field names."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    block_hash: str = Field(min_length=1)
-    block_height: int = Field(ge=0, le=INT64_MAX)
-    public_key: str = Field(min_length=1)
+    block_hash: BlockHash
+    block_height: BlockHeight
+    public_key: PublicKey
     r_target: float = Field(gt=0.0, le=2.0, allow_inf_nan=False)
     fraud_threshold: float = Field(default=0.01, gt=0.0, lt=1.0, allow_inf_nan=False)
-    node_id: Optional[int] = Field(default=None, ge=0, lt=NONCE_SPACE)
-    node_count: Optional[int] = Field(default=None, ge=1, le=NONCE_SPACE)
+    node_id: Optional[NodeId] = None
+    node_count: Optional[NodeCount] = None
     batch_size: int = Field(default=32, ge=1, le=4096)
     seq_len: int = Field(default=256, ge=1)
     callback_url: Optional[AnyHttpUrl] = None
@@ -83,115 +76,18 @@ class RoundConfig(BaseModel):
     def _check_nodes(self):
         if (self.node_id is None) != (self.node_count is None):
             raise ValueError("node_id and node_count go together: give both or neither")
-        if self.node_id is not None and self.node_id >= self.node_count:
-            raise ValueError(f"node_id must be < node_count = {self.node_count}, got {self.node_id}")
+        if self.node_id is not None:
+            check_node_id(self.node_id, self.node_count)
         return self
 
     def callback(self, path: str) -> Optional[str]:
         """The callback URL for ``path`` (``/generated`` or ``/validated``): joined to the URL's path, before its
         query and fragment, which are kept (tokens live there)."""
-        from ._http import join_callback
-
         return join_callback(self.callback_url, path)
 
 
-class CallbackSender:
-    """Delivers JSON payloads in the background: bounded retries with exponential backoff, failures recorded.
-
-    At most ``max_concurrent`` deliveries run at once; at most ``max_waiting``
-    more wait for a slot, and beyond that the oldest waiting one is dropped
-    (counted in ``dropped``), so that a receiver that is down costs bounded
-    memory however long the node runs.
-    """
-
-    def __init__(
-        self,
-        attempts: Optional[int] = None,
-        backoff_s: Optional[float] = None,
-        timeout_s: float = 5.0,
-        max_concurrent: Optional[int] = None,
-        max_waiting: Optional[int] = None,
-    ):
-        self.attempts = attempts or int(os.environ.get("POC_CALLBACK_ATTEMPTS", "5"))
-        self.backoff_s = backoff_s if backoff_s is not None else float(os.environ.get("POC_CALLBACK_BACKOFF_S", "0.5"))
-        self.timeout_s = timeout_s
-        self.max_concurrent = max_concurrent or int(os.environ.get("POC_CALLBACK_MAX_CONCURRENT", "10"))
-        self.max_waiting = max_waiting or int(os.environ.get("POC_CALLBACK_MAX_WAITING", "1000"))
-        self.delivered = 0
-        self.failed = 0
-        self.dropped = 0
-        self.failures: deque = deque(maxlen=20)
-        self._pending: set = set()
-        self._waiting: deque = deque()
-        self._slots: Optional[asyncio.Semaphore] = None
-
-    def send(self, url: str, payload: dict) -> None:
-        """Queue one delivery (returns at once)."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_concurrent)
-        while len(self._waiting) >= self.max_waiting:
-            oldest = self._waiting.popleft()
-            oldest.cancel()
-            self._pending.discard(oldest)
-            self.dropped += 1
-        task = asyncio.get_running_loop().create_task(self._deliver_when_free(url, payload))
-        self._waiting.append(task)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _deliver_when_free(self, url: str, payload: dict) -> None:
-        async with self._slots:
-            me = asyncio.current_task()
-            if me in self._waiting:
-                self._waiting.remove(me)
-            await self._deliver(url, payload)
-
-    async def _deliver(self, url: str, payload: dict) -> None:
-        import httpx
-
-        error = ""
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    response = await client.post(url, json=payload)
-                    if response.status_code < 300:
-                        self.delivered += 1
-                        return
-                    error = f"HTTP {response.status_code}"
-                except httpx.TimeoutException as exc:
-                    error = f"{type(exc).__name__}: no answer from {url} within {self.timeout_s} s {exc}".rstrip()
-                except httpx.HTTPError as exc:
-                    error = f"{type(exc).__name__} posting to {url}: {exc}"
-                if attempt < self.attempts:
-                    await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        self.failed += 1
-        self.failures.append({"url": url, "attempts": self.attempts, "error": error, "time": time.time()})
-        logger.warning("PoC callback to %s failed after %d attempts: %s", url, self.attempts, error)
-
-    def status(self) -> dict:
-        return {
-            "delivered": self.delivered,
-            "failed": self.failed,
-            "dropped": self.dropped,
-            "pending": len(self._pending),
-            "failures": list(self.failures),
-        }
-
-    async def drain(self, timeout: Optional[float] = None) -> None:
-        """Wait for the queued deliveries (tests and shutdown); with ``timeout``, cancel what is left after it."""
-        tasks = list(self._pending)
-        if not tasks:
-            return
-        done, left = await asyncio.wait(tasks, timeout=timeout)
-        for task in left:
-            task.cancel()
-        if left:
-            logger.warning("PoC callbacks: %d deliveries still pending at shutdown were cancelled", len(left))
-            await asyncio.gather(*left, return_exceptions=True)
-
-
-class PoCManager:
-    """One node's PoC rounds on an :class:`~poc_kernels.vllm.runner.AsyncPoCRunner`."""
+class PoCManager(EngineFailures):
+    """One node's PoC rounds on an :class:`~poc_kernels.vllm.AsyncPoCRunner`."""
 
     def __init__(self, runner: Any, *, max_model_len: Optional[int] = None, callbacks: Optional[CallbackSender] = None):
         self.runner = runner
@@ -204,8 +100,6 @@ class PoCManager:
         self._hooks_installed = False
         self._round = 0  # bumped when a round ends: a validation of an older round is never counted
         self._validations: set = set()  # the running validation tasks
-        #: called with the error when the engine is dead (the standalone server exits non-zero)
-        self.on_engine_dead: Optional[Any] = None
         self._reset_round()
 
     def inference_pause_reason(self) -> Optional[str]:
@@ -264,22 +158,17 @@ class PoCManager:
 
     def _check_budget(self, config: RoundConfig) -> None:
         """A batch's size must fit the node's budget (400 otherwise), so that no round can exhaust its memory."""
-        tokens = config.batch_size * config.seq_len
-        if tokens > MAX_BATCH_TOKENS:
-            raise ValueError(
-                f"batch_size x seq_len = {tokens} tokens exceeds this node's budget of {MAX_BATCH_TOKENS} "
-                "tokens per batch (POC_MAX_BATCH_TOKENS)"
-            )
+        tokens = check_batch_budget(config.batch_size, config.seq_len)
         if getattr(self.runner, "inputs", "engine") == "prompt_embeds":
             # this engine needs the embeddings from this process: they are held here, and in the engine
             hidden = int(getattr(self.runner, "hidden_size", 0))
             itemsize = getattr(getattr(self.runner, "dtype", None), "itemsize", 4)
             nbytes = tokens * hidden * itemsize
-            if nbytes > MAX_EMBED_BYTES:
+            if nbytes > settings.MAX_EMBED_BYTES:
                 raise ValueError(
                     f"batch_size x seq_len x hidden = {nbytes / 2**20:.0f} MiB of prompt embeddings exceeds this "
-                    f"node's budget of {MAX_EMBED_BYTES / 2**20:.0f} MiB (POC_MAX_EMBED_BYTES); start the engine "
-                    "without --enable-prompt-embeds, so that the workers write the inputs themselves"
+                    f"node's budget of {settings.MAX_EMBED_BYTES / 2**20:.0f} MiB (POC_MAX_EMBED_BYTES); "
+                    "start the engine without --enable-prompt-embeds, so that the workers write the inputs themselves"
                 )
 
     async def start_generating(self) -> dict:
@@ -322,7 +211,7 @@ class PoCManager:
         async with self._lock:
             await self._end_round()
             self.state = PoCState.STOPPED
-        await self.callbacks.drain(timeout=CALLBACK_DRAIN_S)
+        await self.callbacks.drain(timeout=settings.CALLBACK_DRAIN_S)
 
     async def _end_round(self) -> None:
         """Stop generating, cancel the round's validations, remove its layer transform; a new round id."""
@@ -403,11 +292,6 @@ class PoCManager:
             self.error = f"{type(exc).__name__}: {exc}"
             self._leave_generating()
             self.engine_failed(exc)
-
-    def engine_failed(self, exc: BaseException) -> None:
-        """Report an engine error to ``on_engine_dead`` when the engine is dead (the server then exits)."""
-        if type(exc).__name__ == "EngineDeadError" and self.on_engine_dead is not None:
-            self.on_engine_dead(exc)
 
     def _leave_generating(self) -> None:
         if self._started is not None:

@@ -1,4 +1,4 @@
-"""What both PoC HTTP APIs share: error answers, strict body parsing, cancellable work, callback URLs."""
+"""What both PoC HTTP APIs share: error answers, strict body parsing, cancellable work."""
 
 from __future__ import annotations
 
@@ -6,19 +6,18 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from .manager import TransitionError
+from . import settings
+from .errors import ApiTooLarge, ParamsMismatch, QueueFull, TransitionError
 
-logger = logging.getLogger("poc_kernels.vllm")
+logger = logging.getLogger("poc_kernels.node")
 
 PREFIX = "/api/v1/pow"
-#: How often a long request checks that its client is still connected.
-DISCONNECT_POLL_S = 0.5
 
 
 class ApiError(Exception):
@@ -89,6 +88,12 @@ def route(handler: Callable) -> Callable:
             return await handler(request)
         except ApiError as exc:
             return error(exc.status, exc.detail)
+        except ParamsMismatch as exc:
+            return error(409, exc.detail)
+        except ApiTooLarge as exc:
+            return error(413, str(exc))
+        except QueueFull as exc:
+            return error(429, str(exc))
         except TransitionError as exc:
             return error(409, str(exc))
         except ValueError as exc:
@@ -111,7 +116,7 @@ async def unless_disconnected(request: Request, work: Awaitable) -> Any:
     task = asyncio.ensure_future(work)
     try:
         while not task.done():
-            await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            await asyncio.wait({task}, timeout=settings.DISCONNECT_POLL_S)
             if not task.done() and await request.is_disconnected():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -120,14 +125,3 @@ async def unless_disconnected(request: Request, work: Awaitable) -> Any:
         task.cancel()
         raise
     return task.result()
-
-
-def join_callback(url: Optional[Any], path: str) -> Optional[str]:
-    """``url`` with ``path`` (``/generated`` or ``/validated``) joined to its path, before its query and fragment,
-    which are kept (tokens live there); None without a URL."""
-    if url is None:
-        return None
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(str(url))
-    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))

@@ -1,0 +1,322 @@
+"""The network's node API (v2) of the artifact scheme: its request bodies and :class:`ArtifactNode`.
+
+The network's ML node drives each vLLM server of a node over ``/api/v1/pow``
+with these routes (SPEC-ARTIFACTS.md for the numbers; the shapes are the
+deployed node's; the routes are :func:`poc_kernels.node.routes.make_v2_router`):
+
+| Method | Path | Purpose |
+|---|---|---|
+| POST | /init/generate | start mining this node's nonces (SPEC-ARTIFACTS §7) |
+| POST | /generate | compute the artifacts of given nonces, or validate received ones |
+| GET | /generate/{request_id} | a queued job's state and result |
+| GET | /status | mining state, configuration and rate |
+| POST | /stop | stop mining, clear the queue |
+| GET | /versions | versions and schemes (served by both APIs) |
+
+:class:`ArtifactNode` puts three parts together, each testable alone: the
+round and its mining (:class:`~.mining.Miner`), the job queue and result store
+(:class:`~.jobs.JobQueue`), and the callback buffer and its delivery
+(:class:`~.callbacks.ArtifactBuffer`, :class:`~.callbacks.CallbackSender`).
+It reaches the engine only through a runner's public ``run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Optional
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+
+from ..constants import ARTIFACT_DIST_THRESHOLD, ARTIFACT_FRAUD_THRESHOLD, ARTIFACT_K, ARTIFACT_P_MISMATCH, MAX_NONCE
+from ..validation.artifacts import Artifact, ArtifactBatch, Encoding, StatTest, encode_artifacts, validate_artifacts
+from . import settings
+from .callbacks import ArtifactBuffer, CallbackSender, join_callback
+from .errors import ParamsMismatch, TransitionError
+from .jobs import JobQueue
+from .mining import Miner
+from .rounds import (
+    BlockHash,
+    BlockHeight,
+    EngineFailures,
+    NodeCount,
+    NodeId,
+    PublicKey,
+    check_batch_budget,
+    check_node_id,
+)
+
+__all__ = ["ArtifactNode", "GenerateRequest", "InitGenerateRequest", "Params", "StatTestRequest", "check_params"]
+
+_STRICT = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
+_Nonce = Annotated[int, Field(ge=0, le=MAX_NONCE)]
+
+
+class Params(BaseModel):
+    """``params``: the model and shape the network expects this node to run."""
+
+    model_config = _STRICT
+
+    model: str = Field(min_length=1)
+    seq_len: int = Field(ge=1)
+    k_dim: int = Field(default=ARTIFACT_K, ge=1)
+    #: the decode scheme, which this node does not serve (400 when true)
+    decode: bool = False
+    #: the decode scheme's length: accepted and ignored when decode is false
+    max_tokens: Optional[int] = Field(default=None, ge=0)
+
+
+class _Round(BaseModel):
+    """What every v2 request carries: the round's identity, its schedule, ``params`` and the callback URL."""
+
+    model_config = _STRICT
+
+    block_hash: BlockHash
+    block_height: BlockHeight
+    public_key: PublicKey
+    node_id: NodeId
+    node_count: NodeCount
+    group_id: NodeId = 0
+    n_groups: NodeCount = 1
+    batch_size: Optional[int] = Field(default=None, ge=1, le=4096)
+    params: Params
+    url: Optional[AnyHttpUrl] = None
+    poc_stronger_rng: bool = False
+    #: SPEC §10, Phase 6.1 (off by default; not part of the deployed node's API)
+    random_projection: bool = False
+
+    @model_validator(mode="after")
+    def _check_ids(self):
+        check_node_id(self.node_id, self.node_count)
+        if self.group_id >= self.n_groups:
+            raise ValueError(f"group_id must be < n_groups = {self.n_groups}, got {self.group_id}")
+        return self
+
+    def batch(self) -> int:
+        return self.batch_size or settings.DEFAULT_BATCH_SIZE
+
+
+class InitGenerateRequest(_Round):
+    """The body of ``POST /init/generate``."""
+
+
+class StatTestRequest(BaseModel):
+    """``stat_test``: the mismatch threshold and the fraud test; ``p_value_threshold`` is ``fraud_threshold``.
+
+    The network's client sends the test's alpha as ``p_value_threshold``; the
+    deployed node ignores that name and always tests at 0.01. Here either name
+    sets it (both, with different values, is an error).
+    """
+
+    model_config = _STRICT
+
+    dist_threshold: float = Field(default=ARTIFACT_DIST_THRESHOLD, ge=0.0)
+    p_mismatch: float = Field(default=ARTIFACT_P_MISMATCH, gt=0.0, lt=1.0)
+    fraud_threshold: Optional[float] = Field(default=None, gt=0.0, lt=1.0)
+    p_value_threshold: Optional[float] = Field(default=None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_alpha(self):
+        a, b = self.fraud_threshold, self.p_value_threshold
+        if a is not None and b is not None and a != b:
+            raise ValueError(f"fraud_threshold ({a}) and p_value_threshold ({b}) name the same alpha: give one")
+        return self
+
+    def test(self) -> StatTest:
+        alpha = self.fraud_threshold if self.fraud_threshold is not None else self.p_value_threshold
+        return StatTest(
+            dist_threshold=self.dist_threshold,
+            p_mismatch=self.p_mismatch,
+            fraud_threshold=alpha if alpha is not None else ARTIFACT_FRAUD_THRESHOLD,
+        )
+
+
+class ValidationRequest(BaseModel):
+    model_config = _STRICT
+
+    artifacts: list[Artifact]
+
+
+class GenerateRequest(_Round):
+    """The body of ``POST /generate``."""
+
+    nonces: list[_Nonce]
+    wait: bool = False
+    validation: Optional[ValidationRequest] = None
+    stat_test: Optional[StatTestRequest] = None
+
+    @model_validator(mode="after")
+    def _unique(self):
+        if len(set(self.nonces)) != len(self.nonces):
+            seen: set = set()
+            dup = next(n for n in self.nonces if n in seen or seen.add(n))
+            raise ValueError(f"nonces must be unique, nonce {dup} appears more than once")
+        return self
+
+
+def check_params(body: _Round, runner: Any, model_names: list, max_model_len: Optional[int]) -> None:
+    """Raise :class:`~.errors.ParamsMismatch` (409) or ValueError (400) unless the node can serve ``body.params``."""
+    p = body.params
+    if p.decode:
+        raise ValueError(
+            "params.decode = true asks for the decode scheme, which this node does not serve "
+            "(it serves the artifact scheme: decode false)"
+        )
+    hidden = int(getattr(runner, "hidden_size", 0) or 0)
+    max_seq = max_model_len - 1 if max_model_len else None
+    fields = []
+    if p.model not in model_names:
+        fields.append("model")
+    if max_seq is not None and p.seq_len > max_seq:
+        fields.append("seq_len")
+    if hidden and p.k_dim > hidden:
+        fields.append("k_dim")
+    if fields:
+        requested = {"model": p.model, "seq_len": p.seq_len, "k_dim": p.k_dim}
+        deployed = {"model": model_names, "seq_len": {"max": max_seq}, "k_dim": {"max": hidden or None}}
+        raise ParamsMismatch(requested, deployed, fields)
+    check_batch_budget(body.batch(), p.seq_len, "batch_size x params.seq_len")
+    if not getattr(runner, "layers_supported", False):
+        raise ValueError("the artifact scheme needs the in-graph layer transform, which this engine's workers lack")
+    validation = getattr(body, "validation", None)
+    if validation is not None:
+        got = [a.nonce for a in validation.artifacts]
+        if set(got) != set(body.nonces) or len(got) != len(body.nonces):
+            raise ValueError("validation.artifacts must hold one artifact per nonce of `nonces`, and no other")
+
+
+def job_result(body: GenerateRequest, parts: list) -> dict:
+    """A ``/generate`` job's JSON object from its rows: the artifacts, or the verdict on ``validation.artifacts``."""
+    import torch
+
+    k = body.params.k_dim
+    own = torch.cat(parts) if parts else torch.empty(0, k)
+    if body.validation is None:
+        encoded = encode_artifacts(own)
+        return {
+            "artifacts": [{"nonce": n, "vector_b64": v} for n, v in zip(body.nonces, encoded) if v is not None],
+            "encoding": {"dtype": "f16", "k_dim": k, "endian": "le"},
+        }
+    by_nonce = {a.nonce: a for a in body.validation.artifacts}
+    batch = ArtifactBatch(
+        public_key=body.public_key,
+        block_hash=body.block_hash,
+        block_height=body.block_height,
+        node_id=body.node_id,
+        artifacts=[by_nonce[n] for n in body.nonces],  # the verdict lists mismatches in the nonces' order
+        encoding=Encoding(k_dim=k),
+    )
+    verdict = validate_artifacts(batch, own, (body.stat_test or StatTestRequest()).test())
+    return {
+        "n_total": verdict.n_total,
+        "n_mismatch": verdict.n_mismatch,
+        "mismatch_nonces": verdict.mismatch_nonces,
+        "p_value": verdict.p_value,
+        "fraud_detected": verdict.fraud_detected,
+    }
+
+
+class ArtifactNode(EngineFailures):
+    """One vLLM server's node state under the v2 API, on an :class:`~poc_kernels.vllm.AsyncPoCRunner`."""
+
+    def __init__(
+        self,
+        runner: Any,
+        *,
+        model_names: list,
+        max_model_len: Optional[int] = None,
+        callbacks: Optional[CallbackSender] = None,
+    ) -> None:
+        self.runner = runner
+        self.model_names = [str(m) for m in dict.fromkeys(model_names) if m]
+        self.max_model_len = max_model_len
+        self.callbacks = callbacks or CallbackSender()
+        self._lock = asyncio.Lock()
+        self.buffer = ArtifactBuffer(self.callbacks)
+        self.miner = Miner(self._artifacts, sink=self.buffer.add, on_error=self.engine_failed)
+        self.jobs = JobQueue(
+            self._rows, job_result, busy=lambda: self.mining, callbacks=self.callbacks, on_error=self.engine_failed
+        )
+
+    @property
+    def mining(self) -> bool:
+        return self.miner.mining
+
+    def inference_pause_reason(self) -> Optional[str]:
+        """Why ordinary inference must wait now (the node mines), or None."""
+        if self.mining:
+            return "PoC generation in progress: inference is paused until the node stops mining"
+        return None
+
+    def check_params(self, body: _Round) -> None:
+        """Raise unless this node can serve ``body`` (see :func:`check_params`)."""
+        check_params(body, self.runner, self.model_names, self.max_model_len)
+
+    async def _rows(self, cfg: _Round, nonces: list) -> Any:
+        result = await self.runner.run(
+            cfg.block_hash,
+            cfg.public_key,
+            nonces,
+            seq_len=cfg.params.seq_len,
+            scheme="artifact",
+            k=cfg.params.k_dim,
+            stronger_rng=cfg.poc_stronger_rng,
+            random_projection=cfg.random_projection,
+        )
+        return result.artifacts
+
+    async def _artifacts(self, cfg: _Round, nonces: list) -> list:
+        """The artifacts of ``nonces`` as ``{nonce, vector_b64}``; a nonce with no artifact (NaN) is left out."""
+        rows = await self._rows(cfg, nonces)
+        return [{"nonce": n, "vector_b64": v} for n, v in zip(nonces, encode_artifacts(rows)) if v is not None]
+
+    async def init_generate(self, body: InitGenerateRequest) -> dict:
+        """Start mining (409 when the node already mines); answers at once."""
+        if not isinstance(body, InitGenerateRequest):
+            raise TypeError(f"body must be an InitGenerateRequest, got {type(body).__name__}")
+        self.check_params(body)
+        async with self._lock:
+            if self.mining:
+                raise TransitionError("the node is already generating: POST /stop first")
+            await self._stop_mining()
+            self.miner.start(body)
+            head = {f: getattr(body, f) for f in ("public_key", "block_hash", "block_height", "node_id")}
+            encoding = {"dtype": "f16", "k_dim": body.params.k_dim, "endian": "le"}
+            self.buffer.open(join_callback(body.url, "/generated"), head, encoding, running=lambda: self.mining)
+            return {"status": "OK", "pow_status": {"status": "GENERATING"}}
+
+    async def _stop_mining(self) -> None:
+        await self.miner.stop()
+        await self.buffer.close()  # what was mined is delivered, not dropped
+
+    async def stop(self) -> dict:
+        """Stop mining, cancel the running job and clear the queue (their callers get 409, their records fail)."""
+        async with self._lock:
+            await self._stop_mining()
+            await self.jobs.cancel_all("the node was stopped (POST /stop) before this job finished")
+            return {"status": "OK", "pow_status": {"status": "STOPPED"}}
+
+    async def shutdown(self) -> None:
+        """Stop everything (server shutdown)."""
+        async with self._lock:
+            await self._stop_mining()
+            await self.jobs.shutdown("the node shut down before this job finished")
+        await self.callbacks.drain(timeout=settings.CALLBACK_DRAIN_S)
+
+    def status(self) -> dict:
+        """The deployed node's status, plus what it lacks: the last error, the queue and the callbacks."""
+        callbacks = {**self.callbacks.status(), **self.buffer.status()}
+        return {**self.miner.status(), "error": self.miner.error, "queue": self.jobs.status(), "callbacks": callbacks}
+
+    async def generate_now(self, body: GenerateRequest) -> bytes:
+        """``wait=true``: compute now (after mining stops), store and answer the result (JSON bytes)."""
+        self.check_params(body)
+        return await self.jobs.run_now(body)
+
+    def enqueue(self, body: GenerateRequest) -> dict:
+        """``wait=false``: queue the job (429 when the queue is full) and answer its id."""
+        self.check_params(body)
+        return self.jobs.enqueue(body)
+
+    def job(self, request_id: str) -> Optional[bytes]:
+        """A stored job's answer (JSON bytes), or None."""
+        return self.jobs.get(request_id)
