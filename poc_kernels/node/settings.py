@@ -21,6 +21,7 @@ test (or an embedding application) can change one by setting the attribute.
 | ``POC_CALLBACK_MAX_CONCURRENT`` | 10 | callback deliveries running at once |
 | ``POC_CALLBACK_MAX_WAITING`` | 1000 | deliveries waiting for a slot (the oldest dropped beyond it, counted) |
 | ``POC_RETRY_AFTER_S`` | 30 | ``Retry-After`` of the 503 that gated inference routes answer |
+| ``VLLM_HTTP_TIMEOUT_KEEP_ALIVE`` | 5 | seconds an idle connection stays open (vLLM's variable; the node's too) |
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ CALLBACK_BACKOFF_S = _float("POC_CALLBACK_BACKOFF_S", 0.5)
 CALLBACK_MAX_CONCURRENT = _int("POC_CALLBACK_MAX_CONCURRENT", 10)
 CALLBACK_MAX_WAITING = _int("POC_CALLBACK_MAX_WAITING", 1000)
 RETRY_AFTER_S = _int("POC_RETRY_AFTER_S", 30)
+HTTP_TIMEOUT_KEEP_ALIVE_S = _int("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", 5)
 
 #: How long shutdown waits for callbacks still being delivered.
 CALLBACK_DRAIN_S = 5.0
