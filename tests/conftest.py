@@ -50,15 +50,31 @@ def tiny_qwen3(tmp_path_factory):
     return path, build_tiny_qwen3(path)
 
 
-#: The modules that take longest (engines, servers, the GPU compile check), longest first: they are collected first,
-#: so that with several workers (``make test`` runs ``pytest -n 2 --dist loadfile``) no long module starts last
-#: while the other workers sit idle. Each module runs whole in one worker, its engines started once.
-LONGEST_FIRST = ("test_pow_api.py", "test_vllm_engine.py", "test_vllm.py", "test_triton.py", "test_pow_v2.py")
+#: The test files that start vLLM servers, and those that start engines in the test process. With several workers
+#: (``make test`` runs ``pytest -n 2 --dist loadgroup``) each group runs in one worker, so that no two mining servers
+#: share the two cores (their event loops then stall for seconds, and a callback's read times out and is sent
+#: again); every other file is a group of its own. Either way a file runs whole in one worker, its engines started
+#: once.
+GROUPS = {
+    "test_pow_api.py": "servers",
+    "test_pow_v2.py": "servers",
+    "test_vllm_engine.py": "engines",
+    "test_vllm.py": "engines",
+    "test_vllm_lifecycle.py": "engines",
+}
+#: The groups that take longest, longest first: they are collected (and so handed out) first, so that none starts
+#: last while the other worker sits idle.
+LONGEST_FIRST = ("engines", "servers", "test_triton.py")
 
 
+@pytest.hookimpl(hookwrapper=True)  # a wrapper runs before every plugin's hook: pytest-xdist reads the groups there
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(GROUPS.get(item.path.name, item.path.name)))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the order within is kept
+    # stable: the order within a group is kept
+    items.sort(key=lambda item: rank.get(GROUPS.get(item.path.name, item.path.name), len(LONGEST_FIRST)))
+    yield
 
 
 def pytest_terminal_summary(terminalreporter):
