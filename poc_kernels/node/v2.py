@@ -184,6 +184,11 @@ def check_params(body: _Round, runner: Any, model_names: list, max_model_len: Op
             raise ValueError("validation.artifacts must hold one artifact per nonce of `nonces`, and no other")
 
 
+def f16_encoding(k: int) -> dict:
+    """The ``encoding`` of artifact vectors in results and callbacks: little-endian float16, ``k`` values."""
+    return {"dtype": "f16", "k_dim": k, "endian": "le"}
+
+
 def job_result(body: GenerateRequest, parts: list) -> dict:
     """A ``/generate`` job's JSON object from its rows: the artifacts, or the verdict on ``validation.artifacts``."""
     import torch
@@ -194,7 +199,7 @@ def job_result(body: GenerateRequest, parts: list) -> dict:
         encoded = encode_artifacts(own)
         return {
             "artifacts": [{"nonce": n, "vector_b64": v} for n, v in zip(body.nonces, encoded) if v is not None],
-            "encoding": {"dtype": "f16", "k_dim": k, "endian": "le"},
+            "encoding": f16_encoding(k),
         }
     by_nonce = {a.nonce: a for a in body.validation.artifacts}
     batch = ArtifactBatch(
@@ -280,8 +285,8 @@ class ArtifactNode(EngineFailures):
             await self._stop_mining()
             self.miner.start(body)
             head = {f: getattr(body, f) for f in ("public_key", "block_hash", "block_height", "node_id")}
-            encoding = {"dtype": "f16", "k_dim": body.params.k_dim, "endian": "le"}
-            self.buffer.open(join_callback(body.url, "/generated"), head, encoding, running=lambda: self.mining)
+            url = join_callback(body.url, "/generated")
+            self.buffer.open(url, head, f16_encoding(body.params.k_dim), running=lambda: self.mining)
             return {"status": "OK", "pow_status": {"status": "GENERATING"}}
 
     async def _stop_mining(self) -> None:

@@ -125,10 +125,8 @@ class _RunnerBase:
         #: the engine's longest sequence (a PoC request needs seq_len + 1 positions), or None when unknown
         self.max_model_len: Optional[int] = getattr(model_config, "max_model_len", None)
         #: the names the engine serves its model under: its path and served name
-        self.model_names: list = [
-            n for n in (getattr(model_config, "model", None), getattr(model_config, "served_model_name", None))
-            if isinstance(n, str)
-        ]  # fmt: skip
+        names = (getattr(model_config, "model", None), getattr(model_config, "served_model_name", None))
+        self.model_names: list = [n for n in names if isinstance(n, str)]
         self.seq_len = check_int(seq_len, "seq_len", 1)
         self.backend = check_str(backend, "backend")
         self.worker_info = [WorkerInfo.from_wire(i) for i in infos]
