@@ -104,6 +104,7 @@ def test_v2_mining_round_callbacks_gating_and_validation(served_v2):
     body = round_fields(model, node_id=1, node_count=3, group_id=1, n_groups=2, batch_size=4, url=url)
     try:
         with httpx.Client(timeout=120) as client:
+            started = time.monotonic()
             r = client.post(f"{base}{POW}/init/generate", json=body)
             assert r.status_code == 200 and r.json() == {"status": "OK", "pow_status": {"status": "GENERATING"}}
             r = client.post(f"{base}{POW}/init/generate", json=body)
@@ -135,6 +136,7 @@ def test_v2_mining_round_callbacks_gating_and_validation(served_v2):
             }
             assert st["stats"]["nonces_per_second"] > 0
             r = client.post(f"{base}{POW}/stop")
+            mined_for = time.monotonic() - started
             assert r.status_code == 200 and r.json() == {"status": "OK", "pow_status": {"status": "STOPPED"}}
             idle = status(client, base)
             assert (idle["status"], idle["config"], idle["stats"]) == ("IDLE", None, None)
@@ -155,8 +157,9 @@ def test_v2_mining_round_callbacks_gating_and_validation(served_v2):
             n = len(mined)
             assert n >= 24 and sorted(mined) == [1 + 1 * 3 + x * 6 for x in range(n)]  # SPEC-ARTIFACTS §7, no gap
             assert len(posts) < n // 4  # batched, not one POST per engine batch
-            gaps = np.diff(receiver.times[:-1])  # the last one is the flush at /stop
-            assert (gaps > 0.8).all(), gaps
+            # at most one POST per interval (1 s) while mining, plus the flush at /stop; arrival times are not
+            # checked: on a loaded machine two POSTs sent a second apart can arrive together
+            assert len(posts) <= mined_for / 1.0 + 1, (len(posts), mined_for)
 
             # recomputing mined nonces gives the same vectors; validating them finds no mismatch
             nonces = sorted(mined)[:8]
