@@ -39,6 +39,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .families import find_parts
 from .protocol import parse_request_id
 
 logger = logging.getLogger("poc_kernels.vllm")
@@ -368,14 +369,9 @@ def _first_pp_rank() -> bool:
 
 
 def decoder_layers(model: Any) -> tuple[int, int, list]:
-    """Return (first layer index, end index, the decoder layers of this pipeline stage)."""
-    inner = getattr(model, "model", model)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
-        raise RuntimeError(f"cannot find the decoder layers of {type(model).__name__} (no .model.layers)")
-    start = int(getattr(inner, "start_layer", 0))
-    end = int(getattr(inner, "end_layer", len(layers)))
-    return start, end, list(layers)[start:end]
+    """Return (first layer index, end index, the decoder layers of this pipeline stage) (see :mod:`.families`)."""
+    parts = find_parts(model)
+    return parts.start, parts.end, parts.layers
 
 
 def install(runner: Any) -> Installed:
@@ -383,7 +379,8 @@ def install(runner: Any) -> Installed:
     model = runner.model
     config = runner.model_config
     hidden = int(config.get_hidden_size())
-    start, end, layers = decoder_layers(model)
+    parts = find_parts(model)
+    start, layers = parts.start, parts.layers
     max_tokens = int(getattr(runner, "max_num_tokens", 0) or runner.scheduler_config.max_num_batched_tokens)
     # CUDA graphs pad a step up to a capture size, which may exceed the token budget
     capture = getattr(runner.vllm_config.compilation_config, "max_cudagraph_capture_size", None) or 0
@@ -403,17 +400,15 @@ def install(runner: Any) -> Installed:
         table_id = max(_TABLES, default=-1) + 1
         _TABLES[table_id] = table
 
-    inner = getattr(model, "model", model)
-    embed = getattr(inner, "embed_tokens", None)
     reason = ""
     if not _first_pp_rank():
         reason = "not the first pipeline stage"
     elif getattr(config, "enable_prompt_embeds", False):
         reason = "the engine runs with enable_prompt_embeds, which embeds token ids outside the model's forward"
-    elif not isinstance(embed, torch.nn.Module) or type(embed).__name__ == "PPMissingLayer":
-        reason = f"{type(model).__name__} has no .model.embed_tokens"
+    elif parts.embedding is None:
+        reason = f"{parts.family} ({parts.architecture}): {parts.missing or 'no input embedding on this stage'}"
     if not reason:
-        _wrap_forward(embed, functools.partial(_after_embedding, table_id))
+        _wrap_forward(parts.embedding, functools.partial(_after_embedding, table_id))
     for i, layer in enumerate(layers):
         _wrap_forward(layer, functools.partial(_after_layer, table_id, i))
     _hook_step(runner, table)
@@ -422,7 +417,8 @@ def install(runner: Any) -> Installed:
     if isinstance(extra, dict):
         extra["poc_kernels_inline"] = f"inputs={not reason};layers={len(layers)}"
     logger.info(
-        "PoC in the forward: inputs %s, layer transforms in %d decoder layers",
+        "PoC in the forward of %s: inputs %s, layer transforms in %d decoder layers",
+        parts.family,
         "written in the graph" if not reason else f"from prompt_embeds ({reason})",
         len(layers),
     )
