@@ -53,6 +53,11 @@ def build_tiny_qwen3(path):
 def make_llm(path, **kwargs):
     from vllm import LLM
 
+    return LLM(**engine_args(path, **kwargs))
+
+
+def engine_args(path, **kwargs):
+    """The arguments of a test engine on ``path`` (``kwargs`` override them)."""
     from poc_kernels.vllm import WORKER_EXTENSION
 
     args = dict(
@@ -67,7 +72,7 @@ def make_llm(path, **kwargs):
         seed=0,
     )
     args.update(kwargs)
-    return LLM(**args)
+    return args
 
 
 def shutdown(llm):

@@ -62,6 +62,7 @@ GROUPS = {
     "test_vllm.py": "engines",
     "test_vllm_lifecycle.py": "engines",
     "test_vllm_families.py": "engines",
+    "test_vllm_parallel.py": "engines",
 }
 #: The groups that take longest, longest first: they are collected (and so handed out) first, so that none starts
 #: last while the other worker sits idle.

@@ -301,12 +301,15 @@ class AsyncPoCRunner(_RunnerBase):
 
     def __init__(self, engine_client: Any) -> None:
         self.engine = engine_client
+        #: the engine cores of a data-parallel engine (``data_parallel_size`` > 1), each of which runs a part of
+        #: every batch; empty for one engine core
+        self.engine_cores: list = _data_parallel_cores(engine_client)
 
     @classmethod
     async def create(cls, engine_client: Any, *, seq_len: int = 256, backend: str = "auto") -> AsyncPoCRunner:
         runner = cls(engine_client)
         try:
-            infos = await engine_client.collective_rpc(RPC_INSTALL)
+            infos = await runner._rpc_all(RPC_INSTALL)
         except Exception as exc:
             raise _missing_extension(exc) from exc
         runner._setup(infos, seq_len, backend, engine_client.model_config)
@@ -339,41 +342,69 @@ class AsyncPoCRunner(_RunnerBase):
         """
         import asyncio
 
-        finish, batch = await asyncio.to_thread(
-            self._batch, block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng,
-            random_projection,
-        )  # fmt: skip
+        args = (block_hash, public_key, nonces, seq_len, sign_flips, return_hidden, scheme, k, stronger_rng,
+                random_projection)  # fmt: skip
+        if self.engine_cores:
+            # data parallelism: every engine core runs a part of the batch, as a batch of its own
+            nonce_list = check_nonces(nonces).tolist()
+            parts = _split(nonce_list, len(self.engine_cores))
+            results = await asyncio.gather(
+                *(self._run_on(core, (*args[:2], part, *args[3:])) for core, part in enumerate(parts) if part)
+            )
+            return _concat(results) if results else await self._run_on(None, args)
+        return await self._run_on(None, args)
+
+    async def _run_on(self, core: Optional[int], args: tuple) -> PoCBatchResult:
+        """Run one batch on engine core ``core`` (None: wherever the engine puts its requests)."""
+        import asyncio
+
+        finish, batch = await asyncio.to_thread(self._batch, *args)
         if batch is None:
             return self._empty(finish)
-        await self._rpc(RPC_BEGIN, batch.begin.to_wire())
+        await self._rpc(RPC_BEGIN, batch.begin.to_wire(), core=core)
+        pin = {} if core is None else {"data_parallel_rank": core}
 
         async def drain(rid, prompt, params):
-            async for _ in self.engine.generate(prompt, params, rid):
+            async for _ in self.engine.generate(prompt, params, rid, **pin):
                 pass
 
         try:
             await self._alive(asyncio.gather(*(drain(*r) for r in batch.requests)))
-            answers = await self._rpc(RPC_FINISH, batch.finish.to_wire())
+            answers = await self._rpc(RPC_FINISH, batch.finish.to_wire(), core=core)
         except BaseException:
             if not getattr(self.engine, "errored", False):  # a dead engine has nothing left to clean
-                await asyncio.shield(self._clean_up(batch))
+                await asyncio.shield(self._clean_up(batch, core))
             raise
         return batch.result(answers)
 
-    async def _clean_up(self, batch: Any) -> None:
+    async def _clean_up(self, batch: Any, core: Optional[int] = None) -> None:
         """Abort ``batch``'s requests and drop its worker state (best effort: never raises, never hangs)."""
         import asyncio
 
         try:
             await asyncio.wait_for(self.engine.abort(batch.request_ids), RPC_CLEANUP_S)
-            await asyncio.wait_for(self._rpc(RPC_ABORT, batch.finish.tag), RPC_CLEANUP_S)
+            await asyncio.wait_for(self._rpc(RPC_ABORT, batch.finish.tag, core=core), RPC_CLEANUP_S)
         except Exception as exc:
             tag = batch.finish.tag
             logger.warning("poc_kernels: cleaning up batch %s failed: %s: %s", tag, type(exc).__name__, exc)
 
-    async def _rpc(self, method: str, *args: Any) -> Any:
-        """``collective_rpc`` that fails with the engine's error once the engine is dead (see :meth:`_alive`)."""
-        return await self._alive(self.engine.collective_rpc(method, args=args))
+    async def _rpc(self, method: str, *args: Any, core: Optional[int] = None) -> Any:
+        """``collective_rpc`` (on engine core ``core`` only, when given) that fails with the engine's error once the
+        engine is dead (see :meth:`_alive`)."""
+        if core is None:
+            return await self._alive(self.engine.collective_rpc(method, args=args))
+        client = self.engine.engine_core
+        work = client._call_utility_async("collective_rpc", method, None, args, None, engine=self.engine_cores[core])
+        return await self._alive(work)
+
+    async def _rpc_all(self, method: str, *args: Any) -> list:
+        """``collective_rpc`` on every engine core: the answers of all their workers (a data-parallel engine's
+        ``collective_rpc`` returns the first core's only)."""
+        if not self.engine_cores:
+            return await self._rpc(method, *args)
+        client = self.engine.engine_core
+        per_core = await self._alive(client.call_utility_all_async("collective_rpc", method, None, args, None))
+        return [answer for answers in per_core for answer in answers]
 
     async def _alive(self, work: Any) -> Any:
         """Await ``work`` (a coroutine on the engine), failing with the engine's error once the engine is dead.
@@ -413,5 +444,39 @@ class AsyncPoCRunner(_RunnerBase):
         self._hooks = None
 
     async def stats(self) -> list:
-        """Return every worker's PoC counters."""
-        return await self._rpc(RPC_STATS)
+        """Return every worker's PoC counters (of every engine core)."""
+        return await self._rpc_all(RPC_STATS)
+
+
+def _data_parallel_cores(engine_client: Any) -> list:
+    """The engine cores of a data-parallel ``AsyncLLM`` that can be addressed one by one, else []."""
+    client = getattr(engine_client, "engine_core", None)
+    cores = list(getattr(client, "core_engines", None) or [])
+    if len(cores) > 1 and hasattr(client, "_call_utility_async") and hasattr(client, "call_utility_all_async"):
+        return cores
+    return []
+
+
+def _split(items: list, parts: int) -> list:
+    """``items`` in ``parts`` contiguous runs of sizes differing by at most one (in order)."""
+    size, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (i < extra)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
+def _concat(results: list) -> PoCBatchResult:
+    """One result from the results of consecutive parts of a batch (in nonce order)."""
+
+    def cat(name):
+        values = [getattr(r, name) for r in results]
+        return None if any(v is None for v in values) else torch.cat(values)
+
+    first = results[0]
+    nonces = [n for r in results for n in r.nonces]
+    return PoCBatchResult(
+        nonces, cat("distances"), cat("hidden"), first.backend, first.device, cat("artifacts"), first.scheme
+    )

