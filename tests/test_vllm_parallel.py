@@ -187,3 +187,26 @@ def _local_experts(worker):
         if hasattr(module, "local_num_experts"):
             return int(module.local_num_experts)
     return -1
+
+
+def test_split_and_concat_keep_the_nonce_order():
+    """A data-parallel batch's parts: contiguous, sizes within one, every nonce once; their results join in order."""
+    from poc_kernels.vllm.protocol import PoCBatchResult
+    from poc_kernels.vllm.runner import _concat, _split
+
+    assert _split(list(range(7)), 2) == [[0, 1, 2, 3], [4, 5, 6]]
+    assert _split([5], 3) == [[5], [], []]
+    assert _split([], 2) == [[], []]
+    parts = [
+        PoCBatchResult([1, 2], torch.tensor([0.5, 0.25]), torch.ones(2, 3), "cpp", "cpu"),
+        PoCBatchResult([9], torch.tensor([0.125]), torch.zeros(1, 3), "cpp", "cpu"),
+    ]
+    joined = _concat(parts)
+    assert joined.nonces == [1, 2, 9] and torch.equal(joined.distances, torch.tensor([0.5, 0.25, 0.125]))
+    assert torch.equal(joined.hidden, torch.cat([torch.ones(2, 3), torch.zeros(1, 3)])) and joined.artifacts is None
+    art = [
+        PoCBatchResult([1], None, None, "cpp", "cpu", torch.ones(1, 12), "artifact"),
+        PoCBatchResult([2], None, None, "cpp", "cpu", torch.zeros(1, 12), "artifact"),
+    ]
+    joined = _concat(art)
+    assert joined.scheme == "artifact" and joined.artifacts.shape == (2, 12) and joined.hidden is None
