@@ -152,17 +152,25 @@ def table_fill_cost(seq_len: int, hidden: int, repeats: int, batch: int = 32) ->
 # ---------------------------------------------------------------------- engine rounds
 
 
-def wide_model(path: str) -> str:
-    """A random 2-layer Qwen3 with H = 4096 (SmolLM2's tokenizer), saved once at ``path``."""
+def save_random(path: str, model_cls, cfg) -> str:
+    """Save a seeded random ``model_cls(cfg)`` with SmolLM2's tokenizer at ``path``; return ``path``."""
     import shutil
-
-    if os.path.exists(os.path.join(path, "config.json")):
-        return path
-    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from poc_kernels.weights import smollm2_tokenizer_dir
 
     torch.manual_seed(0)
+    model_cls(cfg).save_pretrained(path)
+    for f in smollm2_tokenizer_dir().iterdir():
+        shutil.copy(f, os.path.join(path, f.name))
+    return path
+
+
+def wide_model(path: str) -> str:
+    """A random 2-layer Qwen3 with H = 4096 (SmolLM2's tokenizer), saved once at ``path``."""
+    if os.path.exists(os.path.join(path, "config.json")):
+        return path
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
     cfg = Qwen3Config(
         vocab_size=49152,
         hidden_size=4096,
@@ -175,13 +183,10 @@ def wide_model(path: str) -> str:
         tie_word_embeddings=True,
         dtype="float32",
     )
-    Qwen3ForCausalLM(cfg).save_pretrained(path)
-    for f in smollm2_tokenizer_dir().iterdir():
-        shutil.copy(f, os.path.join(path, f.name))
-    return path
+    return save_random(path, Qwen3ForCausalLM, cfg)
 
 
-def make_engine(path: str, seq_len: int, batch: int, *, poc: bool, prompt_embeds: bool = False):
+def make_engine(path: str, seq_len: int, batch: int, *, poc: bool, prompt_embeds: bool = False, dtype="float32"):
     from vllm import LLM
 
     sys.path.insert(0, os.path.join(ROOT, "python"))
@@ -194,14 +199,14 @@ def make_engine(path: str, seq_len: int, batch: int, *, poc: bool, prompt_embeds
         kwargs["worker_extension_cls"] = WORKER_EXTENSION
     return LLM(
         model=path,
-        dtype="float32",
+        dtype=dtype,
         enforce_eager=True,
         max_model_len=seq_len + 64,
         max_num_seqs=batch,
         max_num_batched_tokens=max(2048, batch * (seq_len + 8)),
         enable_prefix_caching=False,
         enable_prompt_embeds=prompt_embeds,
-        kv_cache_memory_bytes=kv_cache_bytes(path, "float32", batch * (seq_len + 64)),
+        kv_cache_memory_bytes=kv_cache_bytes(path, dtype, batch * (seq_len + 64)),
         seed=0,
         **kwargs,
     )
