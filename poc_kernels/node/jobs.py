@@ -293,6 +293,10 @@ def _finish(job: Job, state: str, finish: Any) -> None:
     if finish is not None:
         finish(job)
     job.status, job.finished = state, time.time()
+    validation = getattr(job.body, "validation", None)
+    if validation is not None and validation.artifacts:
+        # the artifacts were needed for the verdict only: the result store keeps no more than the verdict
+        job.body = job.body.model_copy(update={"validation": validation.model_copy(update={"artifacts": []})})
 
 
 def _cancelling() -> bool:

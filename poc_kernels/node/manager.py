@@ -23,7 +23,7 @@ import time
 from enum import Enum
 from typing import Any, Optional
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..validation import ProofBatch, ValidatedBatch
 from . import settings
@@ -32,11 +32,13 @@ from .errors import TransitionError, ValidationCancelled
 from .rounds import (
     BlockHash,
     BlockHeight,
+    CallbackUrl,
     EngineFailures,
     NodeCount,
     NodeId,
     PublicKey,
     check_batch_budget,
+    check_callback_url,
     check_node_id,
 )
 
@@ -66,7 +68,7 @@ class RoundConfig(BaseModel):
     node_count: Optional[NodeCount] = None
     batch_size: int = Field(default=32, ge=1, le=4096)
     seq_len: int = Field(default=256, ge=1)
-    callback_url: Optional[AnyHttpUrl] = None
+    callback_url: Optional[CallbackUrl] = None
     use_sign_flips: bool = True
     use_layer_hooks: bool = False
     #: SPEC §10, Phase 6.1 (off by default): the seeded residual projections around the model
@@ -142,6 +144,7 @@ class PoCManager(EngineFailures):
         if config.use_layer_hooks and not getattr(self.runner, "layers_supported", False):
             raise ValueError("use_layer_hooks needs the in-graph layer transform, which this engine's workers lack")
         self._check_budget(config)
+        check_callback_url(config.callback_url)
         if then is PoCState.GENERATING and config.node_id is None:
             raise ValueError("generating needs node_id and node_count")
         async with self._lock:

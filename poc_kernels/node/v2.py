@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Optional
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..constants import ARTIFACT_DIST_THRESHOLD, ARTIFACT_FRAUD_THRESHOLD, ARTIFACT_K, ARTIFACT_P_MISMATCH, MAX_NONCE
 from ..validation.artifacts import Artifact, ArtifactBatch, Encoding, StatTest, encode_artifacts, validate_artifacts
@@ -37,11 +37,13 @@ from .mining import Miner
 from .rounds import (
     BlockHash,
     BlockHeight,
+    CallbackUrl,
     EngineFailures,
     NodeCount,
     NodeId,
     PublicKey,
     check_batch_budget,
+    check_callback_url,
     check_node_id,
 )
 
@@ -49,6 +51,13 @@ __all__ = ["ArtifactNode", "GenerateRequest", "InitGenerateRequest", "Params", "
 
 _STRICT = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 _Nonce = Annotated[int, Field(ge=0, le=MAX_NONCE)]
+#: k_dim above any model's hidden size is refused while parsing (it bounds the artifacts' lengths)
+MAX_K_DIM = 1 << 16
+
+
+def b64_chars(k: int) -> int:
+    """The length of the base64 (padded) of ``k`` float16 values: no honest ``vector_b64`` is longer."""
+    return 4 * -(-2 * k // 3)
 
 
 class Params(BaseModel):
@@ -56,9 +65,9 @@ class Params(BaseModel):
 
     model_config = _STRICT
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=settings.MAX_MODEL_CHARS)
     seq_len: int = Field(ge=1)
-    k_dim: int = Field(default=ARTIFACT_K, ge=1)
+    k_dim: int = Field(default=ARTIFACT_K, ge=1, le=MAX_K_DIM)
     #: the decode scheme, which this node does not serve (400 when true)
     decode: bool = False
     #: the decode scheme's length: accepted and ignored when decode is false
@@ -79,7 +88,7 @@ class _Round(BaseModel):
     n_groups: NodeCount = 1
     batch_size: Optional[int] = Field(default=None, ge=1, le=4096)
     params: Params
-    url: Optional[AnyHttpUrl] = None
+    url: Optional[CallbackUrl] = None
     poc_stronger_rng: bool = False
     #: SPEC §10, Phase 6.1 (off by default; not part of the deployed node's API)
     random_projection: bool = False
@@ -139,13 +148,21 @@ class ValidationRequest(BaseModel):
 class GenerateRequest(_Round):
     """The body of ``POST /generate``."""
 
-    nonces: list[_Nonce]
+    nonces: list[_Nonce] = Field(min_length=1)
     wait: bool = False
     validation: Optional[ValidationRequest] = None
     stat_test: Optional[StatTestRequest] = None
 
     @model_validator(mode="after")
-    def _unique(self):
+    def _check_nonces_and_vectors(self):
+        if self.validation is not None:
+            longest = b64_chars(self.params.k_dim)
+            for a in self.validation.artifacts:
+                if len(a.vector_b64) > longest:
+                    raise ValueError(
+                        f"validation.artifacts: the vector_b64 of nonce {a.nonce} has {len(a.vector_b64)} characters; "
+                        f"{self.params.k_dim} float16 values take {longest}"
+                    )
         if len(set(self.nonces)) != len(self.nonces):
             seen: set = set()
             dup = next(n for n in self.nonces if n in seen or seen.add(n))
@@ -155,6 +172,7 @@ class GenerateRequest(_Round):
 
 def check_params(body: _Round, runner: Any, model_names: list, max_model_len: Optional[int]) -> None:
     """Raise :class:`~.errors.ParamsMismatch` (409) or ValueError (400) unless the node can serve ``body.params``."""
+    check_callback_url(body.url)
     p = body.params
     if p.decode:
         raise ValueError(

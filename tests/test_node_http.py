@@ -1,0 +1,300 @@
+"""The PoC routes' HTTP layer on the ASGI app, with stand-in runners: keys, bounds before work, bad bodies.
+
+These need no engine: the routers of both APIs run on an ``ArtifactNode`` or a
+``PoCManager`` over a stand-in runner, driven through httpx's ASGI transport.
+The real servers are tested in test_pow_api.py and test_pow_v2.py (which also
+check the key there, once each).
+"""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import torch
+from fastapi import FastAPI
+from test_v2_node import StandInRunner
+
+from poc_kernels.node import _http, settings
+from poc_kernels.node.manager import PoCManager
+from poc_kernels.node.routes import make_router
+from poc_kernels.node.v2 import ArtifactNode, b64_chars
+
+POW = "/api/v1/pow"
+KEY = "s3cret-key"
+
+
+class Distances:
+    def __init__(self, distances):
+        self.distances = distances
+
+
+class DistanceRunner:
+    """The seeds' runner: distance 0.5 for every nonce."""
+
+    layers_supported = False
+
+    async def run(self, block_hash, public_key, nonces, **kw):
+        await asyncio.sleep(0)
+        return Distances(torch.full((len(nonces),), 0.5))
+
+
+def v2_app(**state) -> FastAPI:
+    app = FastAPI()
+    app.include_router(make_router("artifacts"))
+    app.state.poc_manager = ArtifactNode(StandInRunner(), model_names=["m"], max_model_len=64)
+    for name, value in state.items():
+        setattr(app.state, name, value)
+    return app
+
+
+def distance_app(**state) -> FastAPI:
+    app = FastAPI()
+    app.include_router(make_router("distance"))
+    app.state.poc_manager = PoCManager(DistanceRunner(), max_model_len=64)
+    for name, value in state.items():
+        setattr(app.state, name, value)
+    return app
+
+
+def run(app, calls):
+    """Run ``calls(client)`` (a coroutine function) against ``app``; stop its manager afterwards."""
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            try:
+                return await calls(client)
+            finally:
+                await app.state.poc_manager.shutdown()
+
+    return asyncio.run(main())
+
+
+ROUND = {"block_hash": "b", "block_height": 1, "public_key": "p", "node_id": 0, "node_count": 1}
+V2_INIT = {**ROUND, "params": {"model": "m", "seq_len": 8}}
+DISTANCE_INIT = {"block_hash": "b", "block_height": 1, "public_key": "p", "r_target": 1.0, "seq_len": 8}
+BEARER = {"Authorization": f"Bearer {KEY}"}
+
+V2_ROUTES = [
+    ("POST", "/init/generate", V2_INIT),
+    ("POST", "/generate", {**V2_INIT, "nonces": [1]}),
+    ("GET", "/generate/x", None),
+    ("GET", "/status", None),
+    ("POST", "/stop", None),
+]
+DISTANCE_ROUTES = [
+    ("POST", "/init", DISTANCE_INIT),
+    ("POST", "/init/generate", {**DISTANCE_INIT, "node_id": 0, "node_count": 1}),
+    ("POST", "/init/validate", DISTANCE_INIT),
+    ("POST", "/phase/generate", None),
+    ("POST", "/phase/validate", None),
+    ("POST", "/validate", {**ROUND, "nonces": [1], "dist": [0.5]}),
+    ("GET", "/status", None),
+    ("POST", "/stop", None),
+]
+
+
+@pytest.mark.parametrize("api", ["artifacts", "distance"])
+@pytest.mark.parametrize("where", ["POC_API_KEY", "vllm --api-key", "VLLM_API_KEY", "standalone --api-key"])
+def test_every_poc_route_needs_the_key_when_one_is_set(api, where, monkeypatch):
+    monkeypatch.setattr(settings, "API_KEY", None)
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    state = {}
+    if where == "POC_API_KEY":
+        monkeypatch.setattr(settings, "API_KEY", KEY)
+        state["args"] = type("Args", (), {"api_key": ["the inference users' key"]})()  # POC_API_KEY wins
+    elif where == "vllm --api-key":
+        state["args"] = type("Args", (), {"api_key": ["other", KEY]})()
+    elif where == "VLLM_API_KEY":
+        monkeypatch.setenv("VLLM_API_KEY", KEY)
+        state["args"] = type("Args", (), {"api_key": None})()
+    else:
+        state["poc_api_keys"] = [KEY]
+    app = (v2_app if api == "artifacts" else distance_app)(**state)
+    routes = V2_ROUTES if api == "artifacts" else DISTANCE_ROUTES
+
+    async def calls(client):
+        answers = []
+        for method, path, body in routes:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, BEARER):
+                r = await client.request(method, POW + path, json=body, headers=headers)
+                answers.append((path, headers.get("Authorization"), r.status_code, r.headers.get("www-authenticate")))
+        versions = await client.get(POW + "/versions")
+        return answers, versions
+
+    answers, versions = run(app, calls)
+    for path, given, status, challenge in answers:
+        if given != f"Bearer {KEY}":
+            assert (status, challenge) == (401, "Bearer"), (path, given)
+        else:
+            assert status not in (401, 403), (path, status)
+    assert versions.status_code == 200  # the ML node reads /versions for health: open
+
+
+def test_without_a_key_the_routes_are_open_and_the_start_warns_once(monkeypatch, caplog):
+    monkeypatch.setattr(settings, "API_KEY", None)
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    app = v2_app()
+    with caplog.at_level("WARNING", logger="poc_kernels.node"):
+        _http.warn_if_open(app)
+    assert [r.getMessage() for r in caplog.records if "open to anyone" in r.getMessage()] != []
+    assert run(app, lambda c: c.get(POW + "/status")).status_code == 200
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="poc_kernels.node"):
+        _http.warn_if_open(v2_app(poc_api_keys=[KEY]))
+    assert not caplog.records
+
+
+def test_the_key_is_compared_in_constant_time(monkeypatch):
+    """Every key is compared, as digests of one length (hmac.compare_digest), whatever the token's length."""
+    seen = []
+    real = _http.hmac.compare_digest
+
+    def spy(a, b):
+        seen.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(_http.hmac, "compare_digest", spy)
+    monkeypatch.setattr(settings, "API_KEY", None)
+    app = v2_app(poc_api_keys=["k1", "k2-longer"])
+    r = run(app, lambda c: c.get(POW + "/status", headers={"Authorization": "Bearer " + "x" * 1000}))
+    assert r.status_code == 401 and seen == [(32, 32), (32, 32)]
+
+
+# ---------------------------------------------------------------------- bounds before work
+
+
+class Trickle(httpx.AsyncByteStream):
+    """A body that passes the cap: counts how much of it was read."""
+
+    def __init__(self, chunks: int, size: int):
+        self.chunks, self.size, self.read = chunks, size, 0
+
+    async def __aiter__(self):
+        for _ in range(self.chunks):
+            self.read += 1
+            yield b" " * self.size
+
+
+@pytest.mark.parametrize("api", ["artifacts", "distance"])
+def test_an_oversized_body_gets_413_before_parsing_and_the_node_keeps_serving(api, monkeypatch):
+    monkeypatch.setattr(settings, "API_KEY", None)
+    monkeypatch.setattr(settings, "MAX_BODY_BYTES", 1 << 20)
+    app = v2_app() if api == "artifacts" else distance_app()
+    path = "/generate" if api == "artifacts" else "/init"
+    parsed = []
+    real = _http._validate
+    monkeypatch.setattr(_http, "_validate", lambda *a: parsed.append(1) or real(*a))
+    stream = Trickle(chunks=64, size=64 << 10)  # 4 MiB without a Content-Length
+
+    async def calls(client):
+        declared = await client.post(POW + path, content=b"{}", headers={"Content-Length": str(100 << 20)})
+        streamed = await client.post(POW + path, content=stream)
+        after = await client.get(POW + "/status")
+        return declared, streamed, after
+
+    declared, streamed, after = run(app, calls)
+    assert declared.status_code == 413 and "POC_MAX_BODY_BYTES" in declared.json()["detail"]
+    assert streamed.status_code == 413 and stream.read == 17  # stopped once past the cap
+    assert parsed == [] and after.status_code == 200
+
+
+def deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+@pytest.mark.parametrize("api", ["artifacts", "distance"])
+def test_hostile_bodies_get_422_never_503(api, monkeypatch):
+    """The hostile-input run's findings: deep nesting (as the body and in a field), long strings, empty nonces."""
+    monkeypatch.setattr(settings, "API_KEY", None)
+    huge = "x" * (settings.MAX_ID_CHARS + 1)
+    if api == "artifacts":
+        app, gen = v2_app(), {**V2_INIT, "nonces": [1]}
+        bodies = {
+            "body nested 10,000 deep": deep(10_000),
+            "a field nested 10,000 deep": json.dumps({**gen, "nonces": "X"}).replace('"X"', deep(10_000)),
+            "a field nested 40 deep": json.dumps({**gen, "nonces": "X"}).replace('"X"', deep(40)),
+            "block_hash too long": json.dumps({**gen, "block_hash": huge}),
+            "public_key too long": json.dumps({**gen, "public_key": huge}),
+            "model too long": json.dumps({**gen, "params": {"model": "m" * 513, "seq_len": 8}}),
+            "url too long": json.dumps({**gen, "url": "http://h/" + "a" * 2048}),
+            "url not http": json.dumps({**gen, "url": "file:///etc/passwd"}),
+            "empty nonces": json.dumps({**gen, "nonces": []}),
+            "vector_b64 too long": json.dumps(
+                {**gen, "validation": {"artifacts": [{"nonce": 1, "vector_b64": "A" * (b64_chars(12) + 1)}]}}
+            ),
+        }
+        paths = ["/generate", "/init/generate"]
+    else:
+        app = distance_app()
+        batch = {**ROUND, "nonces": [1], "dist": [0.5]}
+        bodies = {
+            "body nested 10,000 deep": deep(10_000),
+            "a field nested 10,000 deep": json.dumps({**DISTANCE_INIT, "r_target": "X"}).replace('"X"', deep(10_000)),
+            "block_hash too long": json.dumps({**DISTANCE_INIT, "block_hash": huge}),
+            "callback_url too long": json.dumps({**DISTANCE_INIT, "callback_url": "http://h/" + "a" * 2048}),
+            "empty nonces": json.dumps({**batch, "nonces": [], "dist": []}),
+            "batch block_hash too long": json.dumps({**batch, "block_hash": huge}),
+            "batch public_key too long": json.dumps({**batch, "public_key": huge}),
+        }
+        paths = ["/init", "/validate"]
+
+    async def calls(client):
+        if api == "distance":
+            assert (await client.post(POW + "/init/validate", json=DISTANCE_INIT)).status_code == 200
+        out = {}
+        for name, body in bodies.items():
+            for path in paths:
+                r = await client.post(POW + path, content=body, headers={"Content-Type": "application/json"})
+                out[(name, path)] = (r.status_code, r.text[:300])
+        return out
+
+    for (name, path), (status, text) in run(app, calls).items():
+        assert status == 422, (name, path, status, text)
+        assert len(text) < 2000
+
+
+def test_stored_validation_jobs_keep_no_artifacts(monkeypatch):
+    monkeypatch.setattr(settings, "API_KEY", None)
+    app = v2_app()
+    arts = [{"nonce": n, "vector_b64": "A" * b64_chars(12)} for n in range(8)]
+
+    async def calls(client):
+        r = await client.post(POW + "/generate", json={**V2_INIT, "nonces": list(range(8)), "wait": True,
+                                                      "validation": {"artifacts": arts}})  # fmt: skip
+        return r
+
+    r = run(app, calls)
+    assert r.status_code == 200 and r.json()["n_total"] == 8
+    (job,) = list(app.state.poc_manager.jobs.store._jobs.values())
+    assert job.body.validation is not None and job.body.validation.artifacts == []
+
+
+def test_vllm_validation_errors_answer_400(monkeypatch):
+    """vLLM's request validation errors (VLLMValidationError is no ValueError) are the caller's: 400, not 503."""
+    from poc_kernels.node._http import route
+
+    class VLLMClientError(Exception):
+        pass
+
+    class VLLMValidationError(VLLMClientError):
+        pass
+
+    async def handler(request):
+        raise VLLMValidationError("prompt too long: 300 > 256")
+
+    async def broken(request):
+        raise RecursionError("deep inside the engine")
+
+    monkeypatch.setattr(settings, "API_KEY", None)
+    app = v2_app()
+    app.add_api_route(POW + "/x", route(handler), methods=["POST"])
+    app.add_api_route(POW + "/y", route(broken), methods=["POST"])
+
+    async def calls(client):
+        return await client.post(POW + "/x"), await client.post(POW + "/y")
+
+    bad, failed = run(app, calls)
+    assert bad.status_code == 400 and bad.json()["detail"] == "prompt too long: 300 > 256"
+    assert failed.status_code == 503  # a real engine failure stays 503
