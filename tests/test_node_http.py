@@ -298,3 +298,131 @@ def test_vllm_validation_errors_answer_400(monkeypatch):
     bad, failed = run(app, calls)
     assert bad.status_code == 400 and bad.json()["detail"] == "prompt too long: 300 > 256"
     assert failed.status_code == 503  # a real engine failure stays 503
+
+
+# ---------------------------------------------------------------------- callback policy
+
+
+class Receivers:
+    """Callback receivers on 127.0.0.1, in the test's event loop: ``healthy`` answers 200 at once, ``trickle``
+    sends its answer one byte every 0.1 s without end, ``silent`` never answers, ``redirect`` answers 307 to
+    ``healthy``, ``big`` answers 500 with 8 MiB."""
+
+    def __init__(self):
+        self.arrivals: dict = {}  # kind -> [(path, time)]
+        self.servers: dict = {}
+
+    async def start(self):
+        for kind in ("healthy", "trickle", "silent", "redirect", "big"):
+            server = await asyncio.start_server(lambda r, w, kind=kind: self._serve(kind, r, w), "127.0.0.1", 0)
+            self.servers[kind] = server
+        return self
+
+    def url(self, kind: str, auth: str = "", query: str = "") -> str:
+        port = self.servers[kind].sockets[0].getsockname()[1]
+        return f"http://{auth}127.0.0.1:{port}/cb" + query
+
+    async def _serve(self, kind, reader, writer):
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            path = head.split(b" ")[1].decode()
+            self.arrivals.setdefault(kind, []).append((path, asyncio.get_running_loop().time()))
+            if kind == "healthy":
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            elif kind == "redirect":
+                writer.write(
+                    f"HTTP/1.1 307 Moved\r\nlocation: {self.url('healthy')}\r\ncontent-length: 0\r\n\r\n".encode()
+                )
+            elif kind == "big":
+                writer.write(
+                    b"HTTP/1.1 500 Busy\r\ncontent-length: %d\r\n\r\n" % (8 << 20)
+                    + b"stale block_height"
+                    + b"x" * ((8 << 20) - 18)
+                )
+            elif kind == "trickle":
+                writer.write(b"HTTP/1.1 200 OK\r\n")
+                while True:
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+                    writer.write(b"x")
+            else:
+                await asyncio.sleep(3600)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self):
+        for server in self.servers.values():
+            server.close()
+
+
+def test_each_callback_attempt_ends_by_its_deadline_and_mining_callbacks_are_not_held_up():
+    from poc_kernels.node.callbacks import CallbackSender
+
+    async def main():
+        rx = await Receivers().start()
+        loop = asyncio.get_running_loop()
+        sender = CallbackSender(attempts=2, backoff_s=0.05, timeout_s=5.0, deadline_s=0.5, max_concurrent=2)
+        t0 = loop.time()
+        for i in range(6):  # more slow job callbacks than slots: the jobs' lane is clogged for about 3 s
+            sender.send(rx.url("trickle" if i % 2 else "silent") + "/validated", {"i": i})
+        for i in range(3):
+            sender.send(rx.url("healthy") + "/generated", {"i": i}, lane="mining")
+        await asyncio.wait_for(sender.drain(), 10.0)
+        elapsed = loop.time() - t0
+        rx.close()
+        arrived = [t - t0 for _, t in rx.arrivals["healthy"]]
+        assert len(arrived) == 3 and max(arrived) < 0.4, arrived  # on time, beside the clogged jobs' lane
+        # 6 deliveries, 2 at a time, 2 attempts of at most 0.5 s each: about 3.2 s, never the receivers' pace
+        assert sender.failed == 6 and sender.delivered == 3 and elapsed < 5.0, elapsed
+        assert all("within 0.5 s" in f["error"] for f in sender.failures)
+        assert sender.failed_by == {"validated": 6} and sender.delivered_by == {"generated": 3}
+
+    asyncio.run(main())
+
+
+def test_callbacks_follow_no_redirect_read_a_capped_answer_and_show_no_secrets(caplog):
+    from poc_kernels.node.callbacks import CallbackSender
+
+    async def main():
+        rx = await Receivers().start()
+        sender = CallbackSender(attempts=1, backoff_s=0.0, deadline_s=5.0)
+        sender.send(rx.url("redirect", auth="user:pw@", query="?token=SECRET"), {"a": 1})
+        sender.send(rx.url("big"), {"a": 2})
+        await asyncio.wait_for(sender.drain(), 20.0)
+        rx.close()
+        return rx, sender
+
+    with caplog.at_level("INFO", logger="poc_kernels.node"):
+        rx, sender = asyncio.run(main())
+    assert "healthy" not in rx.arrivals and sender.failed == 2
+    errors = [f["error"] for f in sender.failures]
+    assert "HTTP 307 (redirects are not followed)" in errors
+    big = next(e for e in errors if e.startswith("HTTP 500"))
+    assert "stale block_height" in big and len(big) < 300
+    shown = json.dumps(list(sender.failures)) + caplog.text
+    assert "SECRET" not in shown and "pw" not in shown and "user" not in shown
+    assert "poc_event=callback_failed" in caplog.text
+
+
+@pytest.mark.parametrize("api", ["artifacts", "distance"])
+def test_callback_hosts_outside_the_allow_list_answer_400(api, monkeypatch):
+    monkeypatch.setattr(settings, "API_KEY", None)
+    monkeypatch.setattr(settings, "CALLBACK_HOSTS", "client.example, 127.0.0.1")
+    if api == "artifacts":
+        app, path, body, field = v2_app(), "/init/generate", V2_INIT, "url"
+    else:
+        app, path, body, field = distance_app(), "/init", DISTANCE_INIT, "callback_url"
+
+    async def calls(client):
+        out = []
+        for url in ("http://evil.example/cb", "http://CLIENT.example:9000/v2/poc-batches/m", "http://127.0.0.1/x"):
+            out.append((await client.post(POW + path, json={**body, field: url})).status_code)
+            await client.post(POW + "/stop")
+        return out
+
+    assert run(app, calls) == [400, 200, 200]

@@ -104,10 +104,10 @@ def test_the_callback_buffer_is_bounded_oldest_dropped_first(monkeypatch):
         assert st["artifacts_buffered"] == 10 and st["artifacts_dropped"] == done - 10
         assert [a["nonce"] for a in node.buffer] == list(range(done - 10, done))  # the newest kept
         sent = []
-        node.callbacks.send = lambda url, payload: sent.append((url, payload))
+        node.callbacks.send = lambda url, payload, lane: sent.append((url, payload, lane))
         await node.stop()  # what is buffered is delivered, not dropped
-        ((url, payload),) = sent
-        assert url == "http://127.0.0.1:9/cb/generated" and len(payload["artifacts"]) == 10
+        ((url, payload, lane),) = sent
+        assert url == "http://127.0.0.1:9/cb/generated" and len(payload["artifacts"]) == 10 and lane == "mining"
         assert node.status()["callbacks"]["artifacts_buffered"] == 0
 
     asyncio.run(main())
@@ -185,7 +185,7 @@ class Recorder:
     def __init__(self):
         self.sent: list = []
 
-    def send(self, url, payload):
+    def send(self, url, payload, lane="jobs"):
         self.sent.append((url, payload))
 
 

@@ -287,7 +287,8 @@ class PoCManager(EngineFailures):
                         dist=[x for _, x in valid],
                         node_id=cfg.node_id,
                     )
-                    self.callbacks.send(url, {**batch.model_dump(mode="json"), "r_target": cfg.r_target})
+                    payload = {**batch.model_dump(mode="json"), "r_target": cfg.r_target}
+                    self.callbacks.send(url, payload, lane="mining")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the engine failed: report it, stop generating
