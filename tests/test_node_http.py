@@ -426,3 +426,10 @@ def test_callback_hosts_outside_the_allow_list_answer_400(api, monkeypatch):
         return out
 
     assert run(app, calls) == [400, 200, 200]
+
+
+@pytest.mark.parametrize("honour", [False, True])
+def test_versions_says_whether_p_value_threshold_is_honoured(honour, monkeypatch):
+    monkeypatch.setattr(settings, "HONOUR_P_VALUE_THRESHOLD", honour)
+    v = run(v2_app(poc_api_keys=[KEY]), lambda c: c.get(POW + "/versions")).json()
+    assert v["p_value_threshold"] == ("honoured" if honour else "ignored")

@@ -193,7 +193,7 @@ def test_v2_mining_round_callbacks_gating_and_validation(served_v2):
             p = binomtest(1, 8, 0.1, alternative="greater").pvalue
             for stat_test, flagged in (
                 ({"p_mismatch": 0.1}, False),  # alpha 0.01
-                ({"p_mismatch": 0.1, "p_value_threshold": 0.6}, True),  # the network client's name
+                ({"p_mismatch": 0.1, "p_value_threshold": 0.6}, False),  # the client's name: ignored, as deployed
                 ({"p_mismatch": 0.1, "fraud_threshold": 0.6}, True),
                 ({"p_mismatch": 0.1, "p_value_threshold": 0.5}, False),
             ):
@@ -365,6 +365,7 @@ def test_v2_concurrent_inits_exhausted_nonces_and_versions(served_v2):
         v = client.get(f"{base}{POW}/versions").json()
         assert v["poc_validation_inference"] is True and v["api"] == "artifacts" and v["schemes"] == ["artifact"]
         assert v["vllm_version"].startswith("0.32") and v["poc_kernels_version"]
+        assert v["p_value_threshold"] == "ignored"  # the default, as the deployed node
 
 
 def test_v2_network_client_request_shapes(served_v2):
@@ -454,7 +455,8 @@ V2_BAD_REQUESTS = [
     ("/generate", {"group_id": 1}, 422, "group_id must be < n_groups"),
     ("/generate", {"surprise": True}, 422, "surprise"),
     ("/generate", {"url": "not a url"}, 422, "url"),
-    ("/generate", {"stat_test": {"fraud_threshold": 0.01, "p_value_threshold": 0.05}}, 422, "same alpha"),
+    ("/generate", {"nonces": []}, 422, "nonces"),
+    ("/generate", {"block_hash": "h" * 257}, 422, "block_hash"),
     ("/generate", {"stat_test": {"p_mismatch": 1.5}}, 422, "p_mismatch"),
     ("/generate", {"batch_size": 4096, "params": {"model": SERVED_NAME, "seq_len": 200}}, 400, "POC_MAX_BATCH_TOKENS"),
 ]

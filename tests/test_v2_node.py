@@ -166,14 +166,45 @@ def test_callback_deliveries_are_bounded():
     asyncio.run(main())
 
 
-def test_stat_test_names_and_defaults():
+def test_stat_test_names_and_defaults(monkeypatch):
     from pydantic import ValidationError
 
+    monkeypatch.setattr(settings, "HONOUR_P_VALUE_THRESHOLD", False)  # the default: as the deployed node
     assert StatTestRequest().test().fraud_threshold == 0.01
+    assert StatTestRequest(p_value_threshold=0.05).test().fraud_threshold == 0.01
+    assert StatTestRequest(fraud_threshold=0.2, p_value_threshold=0.05).test().fraud_threshold == 0.2
+    monkeypatch.setattr(settings, "HONOUR_P_VALUE_THRESHOLD", True)  # POC_HONOUR_P_VALUE_THRESHOLD=1
     assert StatTestRequest(p_value_threshold=0.05).test().fraud_threshold == 0.05
     assert StatTestRequest(fraud_threshold=0.2, p_value_threshold=0.2).test().fraud_threshold == 0.2
     with pytest.raises(ValidationError, match="name the same alpha"):
         StatTestRequest(fraud_threshold=0.01, p_value_threshold=0.05)
+
+
+@pytest.mark.parametrize("honour", [False, True])
+def test_p_value_threshold_is_ignored_unless_honoured(honour, monkeypatch):
+    """A batch of 200 with 29 mismatches at p_mismatch 0.1: p = 0.027, between 0.01 (the deployed node's alpha)
+    and 0.05 (the client's p_value_threshold). Fraud only when the operator honours the field."""
+    import json
+
+    monkeypatch.setattr(settings, "HONOUR_P_VALUE_THRESHOLD", honour)
+
+    async def main():
+        node, _, gen_body = node_and_bodies(StandInRunner())
+        nonces = list(range(200))
+        honest = json.loads(await node.generate_now(gen_body(nonces=nonces, wait=True)))["artifacts"]
+        sent = [dict(a, vector_b64="AAAA" * 8) if a["nonce"] < 29 else a for a in honest]  # 29 zero vectors
+        body = gen_body(
+            nonces=nonces,
+            wait=True,
+            validation={"artifacts": sent},
+            stat_test={"dist_threshold": 0.4, "p_mismatch": 0.1, "p_value_threshold": 0.05},
+        )
+        return json.loads(await node.generate_now(body))
+
+    verdict = asyncio.run(main())
+    assert verdict["n_total"] == 200 and verdict["n_mismatch"] == 29
+    assert 0.01 < verdict["p_value"] < 0.05
+    assert verdict["fraud_detected"] is honour
 
 
 # ---------------------------------------------------------------------- each part alone

@@ -71,6 +71,8 @@ def versions_route(api: str) -> Callable:
             "poc_kernels_version": __version__,
             "api": api,
             "schemes": ["artifact"] if api == "artifacts" else ["distance"],
+            # the network's stat_test.p_value_threshold: ignored (as the deployed node) unless the operator chose
+            "p_value_threshold": "honoured" if settings.HONOUR_P_VALUE_THRESHOLD else "ignored",
         }
 
     return versions

@@ -109,11 +109,13 @@ class InitGenerateRequest(_Round):
 
 
 class StatTestRequest(BaseModel):
-    """``stat_test``: the mismatch threshold and the fraud test; ``p_value_threshold`` is ``fraud_threshold``.
+    """``stat_test``: the mismatch threshold and the fraud test's alpha (``fraud_threshold``, default 0.01).
 
-    The network's client sends the test's alpha as ``p_value_threshold``; the
-    deployed node ignores that name and always tests at 0.01. Here either name
-    sets it (both, with different values, is an error).
+    The network's client sends ``p_value_threshold`` (0.05); the deployed node
+    ignores that name and tests at 0.01, and so does this node by default, so
+    that its verdicts (and votes) are every other validator's. With
+    ``POC_HONOUR_P_VALUE_THRESHOLD=1`` it sets alpha when ``fraud_threshold``
+    is not given (both, with different values, is then an error).
     """
 
     model_config = _STRICT
@@ -126,12 +128,14 @@ class StatTestRequest(BaseModel):
     @model_validator(mode="after")
     def _one_alpha(self):
         a, b = self.fraud_threshold, self.p_value_threshold
-        if a is not None and b is not None and a != b:
+        if settings.HONOUR_P_VALUE_THRESHOLD and a is not None and b is not None and a != b:
             raise ValueError(f"fraud_threshold ({a}) and p_value_threshold ({b}) name the same alpha: give one")
         return self
 
     def test(self) -> StatTest:
-        alpha = self.fraud_threshold if self.fraud_threshold is not None else self.p_value_threshold
+        alpha = self.fraud_threshold
+        if alpha is None and settings.HONOUR_P_VALUE_THRESHOLD:
+            alpha = self.p_value_threshold
         return StatTest(
             dist_threshold=self.dist_threshold,
             p_mismatch=self.p_mismatch,
