@@ -326,6 +326,7 @@ def test_gate_covers_every_inference_route(served):
             assert client.get(f"{base}/health").status_code == 200
             assert client.get(f"{base}/metrics").status_code == 200
             assert client.post(f"{base}/tokenize", json={"model": model, "prompt": "Hello"}).status_code == 200
+            assert client.post(f"{base}/ping").status_code == 200  # health checks POST it: it runs no model
         finally:
             assert client.post(f"{base}{POW}/stop").status_code == 200
         r = client.post(f"{base}/invocations", json=chat_body)

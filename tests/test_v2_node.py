@@ -337,3 +337,19 @@ def test_the_job_queue_alone_waits_while_busy_and_calls_back():
         await queue.shutdown("test over")
 
     asyncio.run(main())
+
+
+def test_stop_clears_the_rounds_error():
+    class Failing(StandInRunner):
+        async def run(self, *args, **kw):
+            raise RuntimeError("the batch failed")
+
+    async def main():
+        node, init_body, _ = node_and_bodies(Failing())
+        await node.init_generate(init_body())
+        await until(lambda: not node.mining)
+        assert node.status()["error"] == "RuntimeError: the batch failed"
+        await node.stop()
+        assert node.status()["error"] is None  # not carried into later rounds
+
+    asyncio.run(main())

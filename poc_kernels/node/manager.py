@@ -207,6 +207,7 @@ class PoCManager(EngineFailures):
                 raise TransitionError("no round is running")
             await self._end_round()
             self.state = PoCState.STOPPED
+            self.error = None  # a round's error ends with it
             return self.status()
 
     async def shutdown(self) -> None:

@@ -319,6 +319,7 @@ class ArtifactNode(EngineFailures):
         """Stop mining, cancel the running job and clear the queue (their callers get 409, their records fail)."""
         async with self._lock:
             await self._stop_mining()
+            self.miner.error = None  # a round's error ends with it
             await self.jobs.cancel_all("the node was stopped (POST /stop) before this job finished")
             return {"status": "OK", "pow_status": {"status": "STOPPED"}}
 
