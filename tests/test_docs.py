@@ -42,3 +42,13 @@ def test_the_node_page_quotes_the_settings_table():
     assert rows
     missing = [row for row in rows if row not in page]
     assert not missing, f"docs/node.md lacks (or differs in) these rows of settings.py's table: {missing}"
+
+
+def test_the_node_page_quotes_the_metrics_table():
+    """docs/node.md's table of metrics is the one of poc_kernels/node/metrics.py, row for row."""
+    doc = ast.get_docstring(ast.parse((ROOT / "poc_kernels" / "node" / "metrics.py").read_text()))
+    rows = [line.replace("``", "`") for line in doc.splitlines() if line.startswith("| ``")]
+    page = (ROOT / "docs" / "node.md").read_text().splitlines()
+    assert len(rows) >= 14
+    missing = [row for row in rows if row not in page]
+    assert not missing, f"docs/node.md lacks (or differs in) these rows of metrics.py's table: {missing}"

@@ -21,17 +21,21 @@ import time
 from collections import deque
 from typing import Any, Callable, Optional
 
-from . import settings
+from . import metrics, settings
 
 logger = logging.getLogger("poc_kernels.node")
 
 __all__ = ["LANES", "ArtifactBuffer", "CallbackSender", "endpoint_of", "join_callback", "log_event", "public_url"]
 
 
-def log_event(event: str, **fields: Any) -> None:
-    """One structured log line: ``poc_event=EVENT key=value ...`` (values as JSON). Never artifacts or keys."""
+def log_event(event: str, round: Any = None, **fields: Any) -> None:
+    """One structured log line: ``poc_event=EVENT key=value ...`` (values as JSON), led by the ``block_height``,
+    ``node_id`` and ``node_count`` of ``round`` (a round's config or request) when given. Never artifacts or keys."""
     import json
 
+    if round is not None:
+        head = {f: getattr(round, f, None) for f in ("block_height", "node_id", "node_count")}
+        fields = {**head, **fields}
     line = " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
     level = logging.WARNING if event.endswith("failed") else logging.INFO
     logger.log(level, "poc_event=%s %s", event, line)
@@ -136,6 +140,7 @@ class CallbackSender:
             oldest.cancel()
             self._pending.discard(oldest)
             self.dropped += 1
+            metrics.CALLBACKS_DROPPED.inc()
         task = asyncio.get_running_loop().create_task(self._deliver_when_free(line, url, payload))
         line.waiting.append(task)
         self._pending.add(task)
@@ -174,6 +179,7 @@ class CallbackSender:
                     error = await asyncio.wait_for(self._attempt(client, url, payload), self.deadline_s)
                     if error is None:
                         self._count(self.delivered_by, url)
+                        metrics.DELIVERIES.labels(endpoint=metrics.endpoint_label(endpoint_of(url))).inc()
                         self.delivered += 1
                         return
                 except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
@@ -184,8 +190,10 @@ class CallbackSender:
                     await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
         self.failed += 1
         self._count(self.failed_by, url)
+        metrics.FAILURES.labels(endpoint=metrics.endpoint_label(endpoint_of(url))).inc()
         self.failures.append({"url": shown, "attempts": self.attempts, "error": error, "time": time.time()})
-        log_event("callback_failed", endpoint=endpoint_of(url), url=shown, attempts=self.attempts, error=error)
+        ids = {f: payload.get(f) for f in ("block_height", "node_id")}
+        log_event("callback_failed", **ids, endpoint=endpoint_of(url), url=shown, attempts=self.attempts, error=error)
 
     @staticmethod
     def _count(table: dict, url: str) -> None:
@@ -258,6 +266,7 @@ class ArtifactBuffer:
         while len(self._items) > self.max_artifacts:
             self._items.popleft()
             self.dropped += 1
+            metrics.ARTIFACTS_DROPPED.inc()
 
     def flush(self) -> None:
         """POST what is buffered (in the background)."""

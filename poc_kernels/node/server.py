@@ -34,8 +34,9 @@ import sys
 from typing import Any, Optional
 
 from fastapi import FastAPI
+from fastapi.responses import Response
 
-from . import settings
+from . import metrics, settings
 from ._http import warn_if_open
 from .gating import GatingMiddleware
 from .manager import PoCManager
@@ -145,6 +146,13 @@ def create_app(engine_args: Any, api: Optional[str] = None, api_key: Optional[st
     app = FastAPI(title="poc_kernels PoC node", lifespan=lifespan)
     app.state.poc_api_keys = [api_key] if api_key else []
     app.include_router(make_router(api))
+
+    async def prometheus_metrics() -> Response:
+        """The node's Prometheus metrics (vLLM's server serves them on its own /metrics)."""
+        body, content_type = metrics.exposition()
+        return Response(content=body, media_type=content_type)
+
+    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"])
     warn_if_open(app)
     return app
 

@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..constants import ARTIFACT_DIST_THRESHOLD, ARTIFACT_FRAUD_THRESHOLD, ARTIFACT_K, ARTIFACT_P_MISMATCH, MAX_NONCE
 from ..validation.artifacts import Artifact, ArtifactBatch, Encoding, StatTest, encode_artifacts, validate_artifacts
-from . import settings
-from .callbacks import ArtifactBuffer, CallbackSender, join_callback
+from . import metrics, settings
+from .callbacks import ArtifactBuffer, CallbackSender, join_callback, log_event
 from .errors import ParamsMismatch, TransitionError
 from .jobs import JobQueue
 from .mining import Miner
@@ -233,13 +233,11 @@ def job_result(body: GenerateRequest, parts: list) -> dict:
         encoding=Encoding(k_dim=k),
     )
     verdict = validate_artifacts(batch, own, (body.stat_test or StatTestRequest()).test())
-    return {
-        "n_total": verdict.n_total,
-        "n_mismatch": verdict.n_mismatch,
-        "mismatch_nonces": verdict.mismatch_nonces,
-        "p_value": verdict.p_value,
-        "fraud_detected": verdict.fraud_detected,
-    }
+    metrics.verdict(verdict.n_mismatch, verdict.fraud_detected)
+    fields = ("n_total", "n_mismatch", "mismatch_nonces", "p_value", "fraud_detected")
+    result = {f: getattr(verdict, f) for f in fields}
+    log_event("validation_verdict", body, **{f: v for f, v in result.items() if f != "mismatch_nonces"})
+    return result
 
 
 class ArtifactNode(EngineFailures):
@@ -263,6 +261,17 @@ class ArtifactNode(EngineFailures):
         self.jobs = JobQueue(
             self._rows, job_result, busy=lambda: self.mining, callbacks=self.callbacks, on_error=self.engine_failed
         )
+        metrics.watch(self)
+
+    def metrics_snapshot(self) -> dict:
+        """What the gauges of :mod:`.metrics` show."""
+        return {
+            "rate": self.miner.rate(),
+            "buffered": len(self.buffer),
+            "queued": len(self.jobs._queue),
+            "running": self.jobs.running,
+            "state": "GENERATING" if self.mining else "IDLE",
+        }
 
     @property
     def mining(self) -> bool:
@@ -309,6 +318,7 @@ class ArtifactNode(EngineFailures):
             head = {f: getattr(body, f) for f in ("public_key", "block_hash", "block_height", "node_id")}
             url = join_callback(body.url, "/generated")
             self.buffer.open(url, head, f16_encoding(body.params.k_dim), running=lambda: self.mining)
+            log_event("round_start", body, group_id=body.group_id, n_groups=body.n_groups, batch_size=body.batch())
             return {"status": "OK", "pow_status": {"status": "GENERATING"}}
 
     async def _stop_mining(self) -> None:
@@ -318,7 +328,17 @@ class ArtifactNode(EngineFailures):
     async def stop(self) -> dict:
         """Stop mining, cancel the running job and clear the queue (their callers get 409, their records fail)."""
         async with self._lock:
+            was_mining = self.mining
             await self._stop_mining()
+            log_event(
+                "round_stop",
+                self.miner.config,
+                was_mining=was_mining,
+                nonces=self.miner.total_processed,
+                artifacts=self.miner.total_artifacts,
+                jobs_cancelled=len(self.jobs._queue) + self.jobs.running,
+                error=self.miner.error,
+            )
             self.miner.error = None  # a round's error ends with it
             await self.jobs.cancel_all("the node was stopped (POST /stop) before this job finished")
             return {"status": "OK", "pow_status": {"status": "STOPPED"}}
