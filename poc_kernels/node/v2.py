@@ -51,7 +51,7 @@ __all__ = ["ArtifactNode", "GenerateRequest", "InitGenerateRequest", "Params", "
 
 _STRICT = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 _Nonce = Annotated[int, Field(ge=0, le=MAX_NONCE)]
-#: k_dim above any model's hidden size is refused while parsing (it bounds the artifacts' lengths)
+#: no model's hidden size is larger: it bounds the artifacts' lengths (a larger k_dim is a params mismatch, 409)
 MAX_K_DIM = 1 << 16
 
 
@@ -67,7 +67,7 @@ class Params(BaseModel):
 
     model: str = Field(min_length=1, max_length=settings.MAX_MODEL_CHARS)
     seq_len: int = Field(ge=1)
-    k_dim: int = Field(default=ARTIFACT_K, ge=1, le=MAX_K_DIM)
+    k_dim: int = Field(default=ARTIFACT_K, ge=1)
     #: the decode scheme, which this node does not serve (400 when true)
     decode: bool = False
     #: the decode scheme's length: accepted and ignored when decode is false
@@ -160,7 +160,7 @@ class GenerateRequest(_Round):
     @model_validator(mode="after")
     def _check_nonces_and_vectors(self):
         if self.validation is not None:
-            longest = b64_chars(self.params.k_dim)
+            longest = b64_chars(min(self.params.k_dim, MAX_K_DIM))
             for a in self.validation.artifacts:
                 if len(a.vector_b64) > longest:
                     raise ValueError(
