@@ -328,7 +328,9 @@ def test_gate_covers_every_inference_route(served):
             assert client.get(f"{base}/health").status_code == 200
             scraped = client.get(f"{base}/metrics")  # vLLM's registry carries the node's metrics
             assert scraped.status_code == 200 and 'poc_state{state="GENERATING"} 1.0' in scraped.text
-            assert "poc_nonces_mined_total" in scraped.text and "poc_engine_call_seconds_bucket" in scraped.text
+            assert (
+                "poc_nonces_mined_total" in scraped.text and "# TYPE poc_engine_call_seconds histogram" in scraped.text
+            )
             assert client.post(f"{base}/tokenize", json={"model": model, "prompt": "Hello"}).status_code == 200
             assert client.post(f"{base}/ping").status_code == 200  # health checks POST it: it runs no model
         finally:
