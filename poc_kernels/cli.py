@@ -806,6 +806,7 @@ def _selfcheck(args, parser):
         },
         "nonces": args.nonces,
         "seconds": m.seconds,
+        "rows_computed": m.rows,
         **report,
         "l2": {name: [None if not math.isfinite(x) else float(x) for x in d] for name, d in m.l2.items()},
     }

@@ -16,6 +16,10 @@ batch dependence: its *honest floor*. This module measures it on a model:
      the same engine steps;
    - ``chunked``: a second engine whose token budget per step is below one
      batch (chunked prefill);
+   - ``canonical``: the shuffled sample again, but each nonce in the slot
+     ``nonce % batch_size`` of a full batch, the empty slots filled with
+     filler nonces (a policy that would make a row's position and its
+     batch's shape the miner's: see :func:`canonical_batches`);
    - ``against:CONFIG``: a second engine configuration (another dtype, eager
      against compiled, another tensor-parallel degree), same batches;
 3. it compares every recomputed artifact with the mined one as the validator
@@ -62,7 +66,7 @@ __all__ = [
 ]
 
 #: the compositions a validator's recomputation is tried in (``batch`` stands for ``batch-B`` per other size)
-COMPOSITIONS = ("alone", "reversed", "shuffled", "batch", "with-chat", "chunked")
+COMPOSITIONS = ("alone", "reversed", "shuffled", "batch", "with-chat", "chunked", "canonical")
 #: the node's default dist_threshold and the network's (0.75: one model's profile)
 DEFAULT_THRESHOLDS = (ARTIFACT_DIST_THRESHOLD, NETWORK_DIST_THRESHOLD, 0.41, 0.44, 0.75)
 #: the network's fraud test: nonces sampled per validation, the honest mismatch rate it assumes, its alphas
@@ -529,10 +533,34 @@ class Engine:
             y = self.compute(batch, scheme, chat=chat, seed=i)
             if out is None:
                 out = np.full((n, y.shape[1]), np.nan, dtype=np.float32)
-            out[np.asarray(batch)] = y
+            index = np.asarray(batch)
+            keep = index < n  # filler nonces (canonical batches) are computed and dropped
+            out[index[keep]] = y[keep]
             if progress is not None:
                 progress(len(batch))
         return out
+
+
+def canonical_batches(order: Sequence[int], size: int, n: int) -> list[list[int]]:
+    """Batches of ``size`` rows in which each nonce of ``order`` sits in the slot ``nonce % size``, as it sat in
+    the miner's batches of aligned ranges; slots no nonce of a batch claims get filler nonces ``>= n`` of that
+    slot, whose results are dropped. Nonces are taken in ``order``, each into the first batch whose slot is free."""
+    batches: list[list[Optional[int]]] = []
+    for x in order:
+        slot = x % size
+        for b in batches:
+            if b[slot] is None:
+                b[slot] = x
+                break
+        else:
+            batches.append([None] * size)
+            batches[-1][slot] = x
+    filler = n + (-n % size)  # the first aligned nonce past the mined ones
+    out = []
+    for b in batches:
+        out.append([filler + s if x is None else x for s, x in enumerate(b)])
+        filler += size
+    return out
 
 
 def in_batches(order: Sequence[int], size: int) -> list[list[int]]:
@@ -565,6 +593,8 @@ def compositions_for(
                 out[f"batch-{b}"] = in_batches(range(n), b)
         elif name == "with-chat":
             out[name] = mined
+        elif name == "canonical":
+            out[name] = canonical_batches(np.random.default_rng(seed).permutation(n).tolist(), batch_size, n)
     return out
 
 
@@ -575,6 +605,8 @@ class Measurement:
     mined: np.ndarray
     l2: dict
     seconds: dict
+    #: rows computed per composition run on the mining engine (canonical batches compute fillers too)
+    rows: dict = field(default_factory=dict)
 
 
 def measure(
@@ -603,6 +635,7 @@ def measure(
     mined_batches = in_batches(range(n), batch_size)
     l2: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
+    rows: dict[str, int] = {}
     sizes = list(other_sizes)
     config = replace(config, max_num_seqs=max([batch_size, *sizes]))
     t0 = time.perf_counter()
@@ -618,6 +651,7 @@ def measure(
             chat = max(1, batch_size // 4) if name == "with-chat" else 0
             l2[name] = l2_against(mined, engine.batches(batches, n, scheme, chat=chat), scheme)
             seconds[name] = time.perf_counter() - t0
+            rows[name] = sum(len(b) for b in batches)
     others = []
     if "chunked" in compositions:
         budget = chunk_tokens or max(config.seq_len + 1, (batch_size * (config.seq_len + 1)) // 2)
@@ -631,4 +665,4 @@ def measure(
         with Engine(cfg) as engine:
             l2[name] = l2_against(mined, engine.batches(mined_batches, n, scheme), scheme)
         seconds[name] = time.perf_counter() - t0
-    return Measurement(mined, l2, seconds)
+    return Measurement(mined, l2, seconds, rows)

@@ -1,5 +1,7 @@
 """``poc-kernels selfcheck``'s statistics, checked against the package's power functions and scipy (no engine)."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -158,3 +160,91 @@ def test_bad_arguments(args, msg, capsys, tmp_path):
         cli.main(args)
     assert info.value.code == 2
     assert msg in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- audit --cheaper, without an engine
+
+
+def test_parse_variant():
+    from poc_kernels.cheaper import parse_variant
+
+    assert parse_variant("int8") == ("int8", 0) and parse_variant("drop-layers:3") == ("drop-layers", 3)
+    for bad in ("int4", "drop-layers:0", "drop-layers:", "drop-layers:x", ""):
+        with pytest.raises(ValueError, match="must be one of bf16, int8, fp8, drop-layers:K"):
+            parse_variant(bad)
+
+
+def test_fake_quantize_round_trips_per_channel():
+    import torch
+
+    from poc_kernels.cheaper import fake_quantize
+
+    w = torch.randn(16, 64, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.01, 3, 16)[:, None]
+    scale = w.abs().amax(dim=1, keepdim=True) / 127
+    q = fake_quantize(w, "int8")
+    assert torch.all((q - w).abs() <= scale / 2 + 1e-6)  # round to nearest on each row's own grid
+    assert torch.allclose(torch.round(q / scale), q / scale, atol=1e-4)
+    f = fake_quantize(w, "fp8")
+    s8 = w.abs().amax(dim=1, keepdim=True) / 448
+    assert torch.equal((f / s8).to(torch.float8_e4m3fn).float() * s8, f)  # on the float8 grid already
+    assert not torch.equal(f, w) and (f - w).abs().max() <= 0.0625 * w.abs().max()
+    with pytest.raises(ValueError, match="kind must be int8 or fp8"):
+        fake_quantize(w, "int4")
+
+
+def test_make_variant_writes_the_cheaters_checkpoints(tiny_qwen3, tmp_path):
+    from safetensors.torch import load_file
+
+    from poc_kernels.cheaper import make_variant
+
+    path, model = tiny_qwen3
+    assert make_variant(str(path), "bf16", str(tmp_path)) == (str(path), {"dtype": "bfloat16"})
+    honest = load_file(str(path / "model.safetensors"))
+    target, settings = make_variant(str(path), "int8", str(tmp_path))
+    assert settings == {"model": target}
+    quant = load_file(f"{target}/model.safetensors")
+    assert set(quant) == set(honest)
+    changed = {k for k in honest if not np.array_equal(honest[k].numpy(), quant[k].numpy())}
+    assert changed and all(k.endswith("proj.weight") for k in changed)
+    target, _ = make_variant(str(path), "drop-layers:1", str(tmp_path))
+    dropped = load_file(f"{target}/model.safetensors")
+    assert json.loads((tmp_path / "drop-layers-1" / "config.json").read_text())["num_hidden_layers"] == 1
+    assert not any(".layers.1." in k for k in dropped) and any(".layers.0." in k for k in dropped)
+    with pytest.raises(ValueError, match="would drop all 2 decoder layers"):
+        make_variant(str(path), "drop-layers:2", str(tmp_path))
+
+
+def test_auc_is_the_mann_whitney_statistic():
+    from poc_kernels.cheaper import auc
+
+    rng = np.random.default_rng(3)
+    h = np.round(rng.exponential(0.01, 200), 3)
+    c = np.round(rng.exponential(0.02, 150), 3)  # ties on both sides
+    u = stats.mannwhitneyu(c, h).statistic
+    assert auc(h, c) == pytest.approx(u / (h.size * c.size), rel=1e-12)
+    assert auc(np.zeros(5), np.ones(5)) == 1.0 and auc(np.zeros(5), np.zeros(5)) == 0.5
+
+
+def test_best_pair_keeps_both_promises():
+    from poc_kernels.cheaper import best_pair, cheaper_report
+
+    rng = np.random.default_rng(4)
+    honest = np.zeros(500)
+    cheater = rng.uniform(0.0, 0.1, 500)
+    pair = best_pair(honest, cheater, (0.02, 0.4))
+    assert pair is not None and pair["false_flag"] <= 1e-6 and pair["detection"] >= 0.99
+    assert pair["detection"] == detection_power(pair["sample"], 0.1, pair["cheater_rate_lower"], 0.05)
+    # a cheater inside the honest floor cannot be caught
+    report = cheaper_report("int8", honest, np.zeros(500), (0.02, 0.4))
+    assert report["pair"] is None and report["auc"] == 0.5 and "no threshold keeps" in report["no_pair"]
+
+
+def test_canonical_batches_put_each_nonce_in_its_miners_slot():
+    order = np.random.default_rng(0).permutation(20).tolist()
+    batches = selfcheck.canonical_batches(order, 8, 20)
+    real = [x for b in batches for x in b if x < 20]
+    assert sorted(real) == list(range(20))  # every nonce once
+    fillers = [x for b in batches for x in b if x >= 20]
+    assert len(set(fillers)) == len(fillers) and min(fillers) >= 24  # past the miner's last (padded) batch
+    for b in batches:
+        assert len(b) == 8 and all(x % 8 == slot for slot, x in enumerate(b))
