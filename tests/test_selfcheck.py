@@ -1,6 +1,7 @@
 """``poc-kernels selfcheck``'s statistics, checked against the package's power functions and scipy (no engine)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -248,3 +249,18 @@ def test_canonical_batches_put_each_nonce_in_its_miners_slot():
     assert len(set(fillers)) == len(fillers) and min(fillers) >= 24  # past the miner's last (padded) batch
     for b in batches:
         assert len(b) == 8 and all(x % 8 == slot for slot, x in enumerate(b))
+
+
+def test_batch_invariant_mode_needs_a_cuda_engine(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setenv("POC_BATCH_INVARIANT", "1")
+    config = selfcheck.EngineConfig(model=str(tmp_path))
+    assert config.batch_invariant
+    if torch.cuda.is_available():  # started there: the engine's processes inherit vLLM's switch
+        monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
+        config.llm_kwargs()
+        assert os.environ["VLLM_BATCH_INVARIANT"] == "1"
+        return
+    with pytest.raises(ValueError, match="POC_BATCH_INVARIANT=1 needs a CUDA engine"):
+        config.llm_kwargs()
