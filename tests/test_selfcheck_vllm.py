@@ -18,12 +18,23 @@ def test_selfcheck_float32_floor_is_zero_in_every_composition(tiny_qwen3, tmp_pa
     out = tmp_path / "floor.json"
     png = tmp_path / "floor.png"
     args = ["selfcheck", "--model", str(path), "--nonces", "12", "--batch-size", "4", "--seq-len", "16"]
-    assert cli.main([*args, "--json", str(out), "--plot", str(png)]) == 0
+    assert cli.main([*args, "--against", "dtype=bfloat16", "--json", str(out), "--plot", str(png)]) == 0
     text = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert {"compositions", "false_flag", "recommended_dist_threshold"} <= set(report)
     names = [row["name"] for row in report["compositions"]]
-    assert names == ["alone", "reversed", "shuffled", "batch-2", "batch-3", "with-chat", "canonical", "chunked"]
+    assert names == [
+        "alone", "reversed", "shuffled", "batch-2", "batch-3", "with-chat", "canonical", "chunked",
+        "against:dtype=bfloat16",
+    ]  # fmt: skip
+    # a bfloat16 validator against a float32 node: a floor above 0, and its false-flag odds are the power function's
+    against = report["compositions"].pop()
+    assert against["n"] == 12 and against["l2_max"] > 0 and against["bitwise_equal"] < 12
+    for t, rate in against["mismatch_rate"].items():
+        flag = report["false_flag"]["thresholds"][t]["compositions"]["against:dtype=bfloat16"]["flag"]
+        for alpha in (0.01, 0.05):
+            expected = detection_power(200, 0.1, rate, alpha) if 0 < rate < 1 else float(rate == 1)
+            assert flag[f"{alpha:g}"]["rate"] == expected
     for row in report["compositions"]:
         assert set(row) >= {"name", "n", "l2_max", "l2_p50", "l2_p99", "mismatch_rate"}
         assert row["n"] == 12
@@ -32,9 +43,8 @@ def test_selfcheck_float32_floor_is_zero_in_every_composition(tiny_qwen3, tmp_pa
         assert row["l2_max"] == 0.0 and row["bitwise_equal"] == 12, row
         assert all(rate == 0.0 for rate in row["mismatch_rate"].values())
     # the false-flag figures are the package's power function at the measured rate and its upper bound
-    at = report["false_flag"]["thresholds"]["0.02"]
-    upper = 1 - 0.05 ** (1 / 12)
-    assert at["worst_rate_upper"] == pytest.approx(upper, rel=1e-12)
+    at = report["false_flag"]["thresholds"]["0.75"]
+    assert at["compositions"]["alone"]["rate_upper"] == pytest.approx(1 - 0.05 ** (1 / 12), rel=1e-12)
     flag = at["compositions"]["alone"]["flag"]["0.05"]
     assert flag == {"rate": 0.0, "upper": detection_power(200, 0.1, at["compositions"]["alone"]["rate_upper"], 0.05)}
     # 12 nonces bound the rate only to 22%: no threshold is provably safe at 200 nonces, and the report says so
