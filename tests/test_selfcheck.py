@@ -264,3 +264,17 @@ def test_batch_invariant_mode_needs_a_cuda_engine(monkeypatch, tmp_path):
         return
     with pytest.raises(ValueError, match="POC_BATCH_INVARIANT=1 needs a CUDA engine"):
         config.llm_kwargs()
+
+
+def test_l2_against_compares_as_the_validator_does():
+    mined = np.array([[0.5, -1.0], [2.0, 3.0]], dtype=np.float32)
+    recomputed = mined.copy()
+    recomputed[1, 0] += 1e-4  # below float16's resolution at 2.0: the validator sees no difference
+    recomputed[0, 1] = -1.5
+    d = selfcheck.l2_against(mined, recomputed)
+    assert d.tolist() == [0.5, 0.0]
+    recomputed[1] = np.nan  # no artifact: skipped, not a mismatch
+    assert np.isnan(selfcheck.l2_against(mined, recomputed)[1])
+    # the distance scheme: the absolute difference of the distances
+    dist = selfcheck.l2_against(mined[:, :1], mined[:, :1] + 0.25, scheme="distance")
+    assert dist.tolist() == [0.25, 0.25]
