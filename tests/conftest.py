@@ -61,6 +61,7 @@ GROUPS = {
     "test_vllm_engine.py": "engines",
     "test_vllm.py": "engines",
     "test_vllm_lifecycle.py": "engines",
+    "test_selfcheck_vllm.py": "engines",
 }
 #: The groups that take longest, longest first: they are collected (and so handed out) first, so that none starts
 #: last while the other worker sits idle.
