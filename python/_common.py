@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -99,13 +98,9 @@ def model_path(arg) -> str:
 
 def kv_cache_bytes(path: str, dtype: str, tokens: int) -> int:
     """Bytes of KV cache for ``tokens`` tokens of the checkpoint at ``path`` (twice that, at least 256 MiB)."""
-    with open(os.path.join(path, "config.json")) as f:
-        cfg = json.load(f)
-    heads = cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
-    per_token = 2 * cfg["num_hidden_layers"] * cfg.get("num_key_value_heads", heads) * head_dim
-    itemsize = 4 if dtype in ("float32", "auto") else 2
-    return max(256 << 20, 2 * per_token * itemsize * tokens)
+    from poc_kernels.selfcheck import kv_cache_bytes
+
+    return kv_cache_bytes(path, dtype, tokens, minimum=256 << 20)
 
 
 class VllmEngine:

@@ -11,6 +11,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 POW = "/api/v1/pow"
+#: the API key of the servers that the tests start with one (--api-key), and the header that carries it
+API_KEY = "test-node-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def free_port() -> int:
@@ -68,7 +71,8 @@ def start_server(cmd: list, port: int, env: dict, log_path, timeout: float = 600
                 tail = f.read()[-8000:]
             raise RuntimeError(f"server exited with {proc.returncode}; its log ends with:\n{tail}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}{POW}/status", timeout=2).status_code == 200:
+            # 401: up, with a key
+            if httpx.get(f"http://127.0.0.1:{port}{POW}/status", timeout=2).status_code in (200, 401):
                 return proc
         except httpx.HTTPError:
             pass

@@ -50,7 +50,8 @@ def tiny_qwen3(tmp_path_factory):
     return path, build_tiny_qwen3(path)
 
 
-#: The test files that start vLLM servers, and those that start engines in the test process. With several workers
+#: The test files that start vLLM servers, and those that start engines in the test process (the model families and
+#: parallel layouts apart, so that the two workers share the engines' time). With several workers
 #: (``make test`` runs ``pytest -n 2 --dist loadgroup``) each group runs in one worker, so that no two mining servers
 #: share the two cores (their event loops then stall for seconds, and a callback's read times out and is sent
 #: again); every other file is a group of its own. Either way a file runs whole in one worker, its engines started
@@ -61,12 +62,13 @@ GROUPS = {
     "test_vllm_engine.py": "engines",
     "test_vllm.py": "engines",
     "test_vllm_lifecycle.py": "engines",
-    "test_vllm_families.py": "engines",
-    "test_vllm_parallel.py": "engines",
+    "test_vllm_families.py": "families",
+    "test_vllm_parallel.py": "families",
+    "test_selfcheck_vllm.py": "engines",
 }
 #: The groups that take longest, longest first: they are collected (and so handed out) first, so that none starts
 #: last while the other worker sits idle.
-LONGEST_FIRST = ("engines", "servers", "test_triton.py")
+LONGEST_FIRST = ("engines", "servers", "families", "test_triton.py")
 
 
 @pytest.hookimpl(hookwrapper=True)  # a wrapper runs before every plugin's hook: pytest-xdist reads the groups there

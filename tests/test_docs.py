@@ -30,7 +30,7 @@ def _settings_table() -> list:
 
 
 def test_every_environment_variable_of_the_node_is_in_its_table():
-    read = set(re.findall(r'_(?:int|float)\("([A-Z_]+)"', SETTINGS.read_text())) | {"POC_API"}
+    read = set(re.findall(r'_(?:int|float|str)\("([A-Z_]+)"', SETTINGS.read_text())) | {"POC_API"}
     listed = {re.match(r"\| `([A-Z_]+)`", row).group(1) for row in _settings_table()}
     assert read == listed, f"read but not listed: {sorted(read - listed)}; listed but not read: {sorted(listed - read)}"
 
@@ -42,3 +42,13 @@ def test_the_node_page_quotes_the_settings_table():
     assert rows
     missing = [row for row in rows if row not in page]
     assert not missing, f"docs/node.md lacks (or differs in) these rows of settings.py's table: {missing}"
+
+
+def test_the_node_page_quotes_the_metrics_table():
+    """docs/node.md's table of metrics is the one of poc_kernels/node/metrics.py, row for row."""
+    doc = ast.get_docstring(ast.parse((ROOT / "poc_kernels" / "node" / "metrics.py").read_text()))
+    rows = [line.replace("``", "`") for line in doc.splitlines() if line.startswith("| ``")]
+    page = (ROOT / "docs" / "node.md").read_text().splitlines()
+    assert len(rows) >= 14
+    missing = [row for row in rows if row not in page]
+    assert not missing, f"docs/node.md lacks (or differs in) these rows of metrics.py's table: {missing}"

@@ -14,6 +14,8 @@ import time
 import pytest
 import torch
 from _servers import (
+    API_KEY,
+    AUTH,
     POW,
     Receiver,
     chat,
@@ -324,8 +326,13 @@ def test_gate_covers_every_inference_route(served):
                 assert r.headers["retry-after"] == "30"
             assert client.get(f"{base}/v1/models").status_code == 200
             assert client.get(f"{base}/health").status_code == 200
-            assert client.get(f"{base}/metrics").status_code == 200
+            scraped = client.get(f"{base}/metrics")  # vLLM's registry carries the node's metrics
+            assert scraped.status_code == 200 and 'poc_state{state="GENERATING"} 1.0' in scraped.text
+            assert (
+                "poc_nonces_mined_total" in scraped.text and "# TYPE poc_engine_call_seconds histogram" in scraped.text
+            )
             assert client.post(f"{base}/tokenize", json={"model": model, "prompt": "Hello"}).status_code == 200
+            assert client.post(f"{base}/ping").status_code == 200  # health checks POST it: it runs no model
         finally:
             assert client.post(f"{base}{POW}/stop").status_code == 200
         r = client.post(f"{base}/invocations", json=chat_body)
@@ -456,11 +463,17 @@ def test_standalone_node_server(tiny_qwen3, tmp_path):
 
     path, hf = tiny_qwen3
     port = free_port()
-    cmd = node_cmd(path, port)
+    cmd = node_cmd(path, port, "--api-key", API_KEY)
     proc = start_server(cmd, port, server_env(), tmp_path / "server.log")
     base = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120) as stranger:
+            for path_, body in (("/init/generate", round_body()), ("/stop", None), ("/validate", {})):
+                assert stranger.post(f"{base}{POW}{path_}", json=body).status_code == 401, path_
+            assert stranger.get(f"{base}{POW}/status").status_code == 401
+            assert stranger.get(f"{base}{POW}/versions").status_code == 200
+            assert "poc_nonces_mined_total" in stranger.get(f"{base}/metrics").text
+        with httpx.Client(timeout=120, headers=AUTH) as client:
             assert client.get(f"{base}{POW}/status").json()["state"] == "STOPPED"
             # an honest batch claims only valid nonces: a loose r_target makes these three valid
             assert client.post(f"{base}{POW}/init/validate", json=round_body(r_target=1.6)).status_code == 200

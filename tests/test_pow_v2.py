@@ -11,7 +11,18 @@ import time
 
 import numpy as np
 import pytest
-from _servers import POW, Receiver, free_port, server_env, start_server, stop_server, vllm_server_cmd, wait_for
+from _servers import (
+    API_KEY,
+    AUTH,
+    POW,
+    Receiver,
+    free_port,
+    server_env,
+    start_server,
+    stop_server,
+    vllm_server_cmd,
+    wait_for,
+)
 
 from _vllm_fixtures import VLLM_SKIP_REASON, engine_marks, vllm_wanted
 
@@ -42,7 +53,7 @@ def served_v2(tiny_qwen3, tmp_path_factory):
     """vLLM's server with the plugin in its default API (artifacts); yields (base url, model path)."""
     path, _ = tiny_qwen3
     port = free_port()
-    cmd = vllm_server_cmd(path, port, "--served-model-name", SERVED_NAME, str(path))
+    cmd = vllm_server_cmd(path, port, "--served-model-name", SERVED_NAME, str(path), "--api-key", API_KEY)
     env = v2_env()
     env.pop("POC_API")  # the default is the network's API
     proc = start_server(cmd, port, env, tmp_path_factory.mktemp("serve-v2") / "server.log")
@@ -103,7 +114,7 @@ def test_v2_mining_round_callbacks_gating_and_validation(served_v2):
     url = f"http://127.0.0.1:{receiver.port}/v2/poc-batches/Qwen%252Ftiny?token=abc"
     body = round_fields(model, node_id=1, node_count=3, group_id=1, n_groups=2, batch_size=4, url=url)
     try:
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120, headers=AUTH) as client:
             started = time.monotonic()
             r = client.post(f"{base}{POW}/init/generate", json=body)
             assert r.status_code == 200 and r.json() == {"status": "OK", "pow_status": {"status": "GENERATING"}}
@@ -193,7 +204,7 @@ def test_v2_mining_round_callbacks_gating_and_validation(served_v2):
             p = binomtest(1, 8, 0.1, alternative="greater").pvalue
             for stat_test, flagged in (
                 ({"p_mismatch": 0.1}, False),  # alpha 0.01
-                ({"p_mismatch": 0.1, "p_value_threshold": 0.6}, True),  # the network client's name
+                ({"p_mismatch": 0.1, "p_value_threshold": 0.6}, False),  # the client's name: ignored, as deployed
                 ({"p_mismatch": 0.1, "fraud_threshold": 0.6}, True),
                 ({"p_mismatch": 0.1, "p_value_threshold": 0.5}, False),
             ):
@@ -219,7 +230,7 @@ def test_v2_queue_polling_callbacks_and_bounds(served_v2):
     receiver.start()
     url = f"http://127.0.0.1:{receiver.port}/cb"
     try:
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120, headers=AUTH) as client:
             nonces = [3, 1, 4, 15, 9, 2, 6, 5]
             ref = generate(client, base, model, nonces).json()["artifacts"]
             r = client.post(f"{base}{POW}/generate", json=round_fields(model, nonces=nonces, url=url))
@@ -310,7 +321,7 @@ def test_v2_cancellation_of_running_jobs(served_v2):
 
     base, model = served_v2
     mine = round_fields(model, block_hash="mine", batch_size=2)
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=AUTH) as client:
         assert client.post(f"{base}{POW}/init/generate", json=mine).status_code == 200
         with pytest.raises(httpx.ReadTimeout):
             client.post(f"{base}{POW}/generate", json=round_fields(model, nonces=[1, 2], wait=True), timeout=2)
@@ -342,7 +353,7 @@ def test_v2_concurrent_inits_exhausted_nonces_and_versions(served_v2):
     answers: dict = {}
 
     def call(i):
-        with httpx.Client(timeout=120) as c:
+        with httpx.Client(timeout=120, headers=AUTH) as c:
             answers[i] = c.post(f"{base}{POW}/init/generate", json=round_fields(model, block_hash=f"race{i}"))
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
@@ -352,7 +363,7 @@ def test_v2_concurrent_inits_exhausted_nonces_and_versions(served_v2):
         t.join(timeout=120)
     codes = sorted(r.status_code for r in answers.values())
     assert codes == [200] + [409] * 5, codes
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=AUTH) as client:
         winner = next(i for i, r in answers.items() if r.status_code == 200)
         assert status(client, base)["config"]["block_hash"] == f"race{winner}"
         assert client.post(f"{base}{POW}/stop").status_code == 200
@@ -365,6 +376,7 @@ def test_v2_concurrent_inits_exhausted_nonces_and_versions(served_v2):
         v = client.get(f"{base}{POW}/versions").json()
         assert v["poc_validation_inference"] is True and v["api"] == "artifacts" and v["schemes"] == ["artifact"]
         assert v["vllm_version"].startswith("0.32") and v["poc_kernels_version"]
+        assert v["p_value_threshold"] == "ignored"  # the default, as the deployed node
 
 
 def test_v2_network_client_request_shapes(served_v2):
@@ -372,7 +384,7 @@ def test_v2_network_client_request_shapes(served_v2):
     import httpx
 
     base, model = served_v2
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=AUTH) as client:
         # InitGenerateV2 as the Go client marshals it: omitempty drops batch_size, group_id, n_groups and k_dim
         init = {
             "block_hash": "net",
@@ -426,7 +438,7 @@ def test_v2_random_projection_flag(served_v2):
 
     base, model = served_v2
     nonces = [1, 2, 3]
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=AUTH) as client:
         plain = generate(client, base, model, nonces).json()["artifacts"]
         projected = generate(client, base, model, nonces, random_projection=True).json()["artifacts"]
         assert all(a["vector_b64"] != b["vector_b64"] for a, b in zip(plain, projected))
@@ -454,17 +466,50 @@ V2_BAD_REQUESTS = [
     ("/generate", {"group_id": 1}, 422, "group_id must be < n_groups"),
     ("/generate", {"surprise": True}, 422, "surprise"),
     ("/generate", {"url": "not a url"}, 422, "url"),
-    ("/generate", {"stat_test": {"fraud_threshold": 0.01, "p_value_threshold": 0.05}}, 422, "same alpha"),
+    ("/generate", {"nonces": []}, 422, "nonces"),
+    ("/generate", {"block_hash": "h" * 257}, 422, "block_hash"),
     ("/generate", {"stat_test": {"p_mismatch": 1.5}}, 422, "p_mismatch"),
     ("/generate", {"batch_size": 4096, "params": {"model": SERVED_NAME, "seq_len": 200}}, 400, "POC_MAX_BATCH_TOKENS"),
 ]
+
+
+def test_v2_routes_need_the_key_and_bodies_are_bounded(served_v2):
+    """vLLM's --api-key closes the PoC routes too (/versions and /metrics stay open); a body above the cap is
+    refused before it is read, and the server keeps serving."""
+    import httpx
+
+    base, model = served_v2
+    with httpx.Client(timeout=60) as stranger:
+        init = round_fields(model)
+        for method, path, body in (
+            ("POST", "/init/generate", init),
+            ("POST", "/generate", round_fields(model, nonces=[1])),
+            ("POST", "/stop", None),
+            ("GET", "/status", None),
+            ("GET", "/generate/x", None),
+        ):
+            r = stranger.request(method, f"{base}{POW}{path}", json=body)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (path, r.text)
+        r = stranger.post(f"{base}{POW}/stop", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        assert stranger.post(f"{base}/v1/completions", json={}).status_code == 401  # vLLM's own check
+        assert stranger.get(f"{base}{POW}/versions").status_code == 200
+        assert "poc_jobs_queued" in stranger.get(f"{base}/metrics").text
+    with httpx.Client(timeout=60, headers=AUTH) as client:
+        big = b'{"nonces": [' + b"1," * (9 << 20) + b"1]}"  # 18 MiB, above the 16 MiB default
+        r = client.post(f"{base}{POW}/generate", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "POC_MAX_BODY_BYTES" in r.text
+        deep = "[" * 10_000 + "]" * 10_000
+        r = client.post(f"{base}{POW}/generate", content=deep, headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text  # not 503: the engine is fine
+        assert status(client, base)["status"] == "IDLE"
 
 
 def test_v2_bad_requests_get_clear_4xx(served_v2):
     import httpx
 
     base, model = served_v2
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60, headers=AUTH) as client:
         for path, change, code, text in V2_BAD_REQUESTS:
             job = {"nonces": [1, 2], "wait": True} if path == "/generate" else {}
             body = {**round_fields(model, **job), **change}
@@ -504,7 +549,7 @@ def test_v2_server_exits_promptly_on_a_signal_during_a_job(tiny_qwen3, tmp_path,
     base = f"http://127.0.0.1:{port}"
     try:
         slow = dict(batch_size=1, params={"model": str(path), "seq_len": 200})
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120, headers=AUTH) as client:
             client.post(f"{base}{POW}/generate", json=round_fields(str(path), nonces=list(range(64)), **slow))
             # mining holds the jobs in flight (they pause while the node mines)
             client.post(f"{base}{POW}/init/generate", json=round_fields(str(path), batch_size=2))

@@ -104,10 +104,10 @@ def test_the_callback_buffer_is_bounded_oldest_dropped_first(monkeypatch):
         assert st["artifacts_buffered"] == 10 and st["artifacts_dropped"] == done - 10
         assert [a["nonce"] for a in node.buffer] == list(range(done - 10, done))  # the newest kept
         sent = []
-        node.callbacks.send = lambda url, payload: sent.append((url, payload))
+        node.callbacks.send = lambda url, payload, lane: sent.append((url, payload, lane))
         await node.stop()  # what is buffered is delivered, not dropped
-        ((url, payload),) = sent
-        assert url == "http://127.0.0.1:9/cb/generated" and len(payload["artifacts"]) == 10
+        ((url, payload, lane),) = sent
+        assert url == "http://127.0.0.1:9/cb/generated" and len(payload["artifacts"]) == 10 and lane == "mining"
         assert node.status()["callbacks"]["artifacts_buffered"] == 0
 
     asyncio.run(main())
@@ -166,14 +166,45 @@ def test_callback_deliveries_are_bounded():
     asyncio.run(main())
 
 
-def test_stat_test_names_and_defaults():
+def test_stat_test_names_and_defaults(monkeypatch):
     from pydantic import ValidationError
 
+    monkeypatch.setattr(settings, "HONOUR_P_VALUE_THRESHOLD", False)  # the default: as the deployed node
     assert StatTestRequest().test().fraud_threshold == 0.01
+    assert StatTestRequest(p_value_threshold=0.05).test().fraud_threshold == 0.01
+    assert StatTestRequest(fraud_threshold=0.2, p_value_threshold=0.05).test().fraud_threshold == 0.2
+    monkeypatch.setattr(settings, "HONOUR_P_VALUE_THRESHOLD", True)  # POC_HONOUR_P_VALUE_THRESHOLD=1
     assert StatTestRequest(p_value_threshold=0.05).test().fraud_threshold == 0.05
     assert StatTestRequest(fraud_threshold=0.2, p_value_threshold=0.2).test().fraud_threshold == 0.2
     with pytest.raises(ValidationError, match="name the same alpha"):
         StatTestRequest(fraud_threshold=0.01, p_value_threshold=0.05)
+
+
+@pytest.mark.parametrize("honour", [False, True])
+def test_p_value_threshold_is_ignored_unless_honoured(honour, monkeypatch):
+    """A batch of 200 with 29 mismatches at p_mismatch 0.1: p = 0.027, between 0.01 (the deployed node's alpha)
+    and 0.05 (the client's p_value_threshold). Fraud only when the operator honours the field."""
+    import json
+
+    monkeypatch.setattr(settings, "HONOUR_P_VALUE_THRESHOLD", honour)
+
+    async def main():
+        node, _, gen_body = node_and_bodies(StandInRunner())
+        nonces = list(range(200))
+        honest = json.loads(await node.generate_now(gen_body(nonces=nonces, wait=True)))["artifacts"]
+        sent = [dict(a, vector_b64="AAAA" * 8) if a["nonce"] < 29 else a for a in honest]  # 29 zero vectors
+        body = gen_body(
+            nonces=nonces,
+            wait=True,
+            validation={"artifacts": sent},
+            stat_test={"dist_threshold": 0.4, "p_mismatch": 0.1, "p_value_threshold": 0.05},
+        )
+        return json.loads(await node.generate_now(body))
+
+    verdict = asyncio.run(main())
+    assert verdict["n_total"] == 200 and verdict["n_mismatch"] == 29
+    assert 0.01 < verdict["p_value"] < 0.05
+    assert verdict["fraud_detected"] is honour
 
 
 # ---------------------------------------------------------------------- each part alone
@@ -185,7 +216,7 @@ class Recorder:
     def __init__(self):
         self.sent: list = []
 
-    def send(self, url, payload):
+    def send(self, url, payload, lane="jobs"):
         self.sent.append((url, payload))
 
 
@@ -304,5 +335,21 @@ def test_the_job_queue_alone_waits_while_busy_and_calls_back():
             queue.max_wait_nonces = 2
             await queue.run_now(gen_body(nonces=[1, 2, 3], wait=True))
         await queue.shutdown("test over")
+
+    asyncio.run(main())
+
+
+def test_stop_clears_the_rounds_error():
+    class Failing(StandInRunner):
+        async def run(self, *args, **kw):
+            raise RuntimeError("the batch failed")
+
+    async def main():
+        node, init_body, _ = node_and_bodies(Failing())
+        await node.init_generate(init_body())
+        await until(lambda: not node.mining)
+        assert node.status()["error"] == "RuntimeError: the batch failed"
+        await node.stop()
+        assert node.status()["error"] is None  # not carried into later rounds
 
     asyncio.run(main())

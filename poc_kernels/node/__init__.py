@@ -10,6 +10,7 @@ shutdown), never through vLLM or the engine integration's internals.
 | :mod:`.errors` | the node's errors and their HTTP statuses |
 | :mod:`.rounds` | what both APIs' rounds share: identity fields, the batch budget, engine-failure reports |
 | :mod:`.callbacks` | callback URLs, the background delivery, the buffer of mined artifacts |
+| :mod:`.metrics` | the Prometheus metrics (vLLM's ``/metrics``; the standalone node's own) |
 | :mod:`.manager` | the seeds' API (distance scheme): :class:`~.manager.PoCManager` |
 | :mod:`.mining`, :mod:`.jobs`, :mod:`.v2` | the network's API (artifact scheme): mining, jobs, ``ArtifactNode`` |
 | :mod:`._http`, :mod:`.routes`, :mod:`.gating` | the HTTP layer: shared helpers, both routers, inference gating |

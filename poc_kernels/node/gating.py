@@ -9,30 +9,108 @@ inside the forward on PoC rows only), so it never gates.
 
 from __future__ import annotations
 
+import re
+
 from fastapi.responses import JSONResponse
 
 from . import settings
 from ._http import PREFIX
 
-__all__ = ["NON_INFERENCE_POSTS", "GatingMiddleware", "runs_inference"]
+__all__ = ["INFERENCE_POSTS", "NON_INFERENCE_POSTS", "GatingMiddleware", "runs_inference"]
 
-#: Routes that take a body but run no inference: open while GENERATING.
-NON_INFERENCE_POSTS = ("/tokenize", "/detokenize", "/v1/tokenize", "/v1/detokenize")
+#: The routes of vLLM's server (0.32) that run the model: closed while GENERATING.
+INFERENCE_POSTS = (
+    "/v1/chat/completions",
+    "/v1/chat/completions/batch",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/systemone",
+    "/invocations",
+    "/generative_scoring",
+    "/inference/v1/generate",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+    "/pooling",
+    "/classify",
+    "/v1/embeddings",
+    "/v2/embed",
+    "/score",
+    "/v1/score",
+    "/rerank",
+    "/v1/rerank",
+    "/v2/rerank",
+)
+
+#: Routes that take a body but run no model (health, tokenizing, rendering, control): open while GENERATING.
+NON_INFERENCE_POSTS = (
+    "/tokenize",
+    "/detokenize",
+    "/v1/tokenize",
+    "/v1/detokenize",
+    "/ping",
+    "/v1/messages/count_tokens",
+    "/v1/responses/{response_id}/cancel",
+    "/v1/chat/completions/render",
+    "/v1/chat/completions/derender",
+    "/v1/completions/render",
+    "/v1/completions/derender",
+    "/v1/messages/render",
+    "/v1/responses/render",
+    "/inference/v1/abort_requests",
+    "/abort_requests",
+    "/pause",
+    "/resume",
+    "/sleep",
+    "/wake_up",
+    "/release_kv_cache_memory",
+    "/collective_rpc",
+    "/reset_prefix_cache",
+    "/reset_mm_cache",
+    "/reset_encoder_cache",
+    "/start_profile",
+    "/stop_profile",
+    "/scale_elastic_ep",
+    "/is_scaling_elastic_ep",
+    "/fault_tolerance/apply",
+    "/v1/load_lora_adapter",
+    "/v1/unload_lora_adapter",
+    "/adapters",
+    "/adapters/{adapter_name}",
+    "/init_weight_transfer_engine",
+    "/shutdown_weight_transfer_engine",
+    "/start_weight_update",
+    "/start_draft_weight_update",
+    "/update_weights",
+    "/finish_weight_update",
+    "/update_weight_version",
+    "/weight_checker",
+)
+
+
+def _pattern(paths: tuple) -> re.Pattern:
+    return re.compile("|".join(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(p)) for p in paths))
+
+
+_OPEN = _pattern(NON_INFERENCE_POSTS)
 
 
 def runs_inference(method: str, path: str) -> bool:
-    """Whether a request to vLLM's server runs the model: every POST/PUT outside the PoC API, but tokenizing.
+    """Whether a request to vLLM's server runs the model: a POST/PUT/PATCH outside the PoC API and outside
+    :data:`NON_INFERENCE_POSTS`.
 
-    Gated by what a route does, not by its prefix: ``/v1/chat/completions``,
-    ``/invocations``, ``/generative_scoring``, ``/pooling`` and any route a
-    later vLLM adds are all POSTs; ``GET /v1/models``, health, metrics and the
-    version stay open (load balancers poll them).
+    Gated by what a route does, not by its prefix: the routes of
+    :data:`INFERENCE_POSTS` run the model, and so, until classified, does any
+    route a later vLLM adds (tests/test_node_http.py lists every POST route
+    of the installed vLLM and fails on one in neither list). ``GET`` routes
+    (``/v1/models``, health, metrics, the version) stay open: load balancers
+    poll them.
     """
     if method not in ("POST", "PUT", "PATCH"):
         return False
     if path == PREFIX or path.startswith(PREFIX + "/"):
         return False
-    return path.rstrip("/") not in NON_INFERENCE_POSTS
+    return _OPEN.fullmatch(path.rstrip("/") or "/") is None
 
 
 class GatingMiddleware:

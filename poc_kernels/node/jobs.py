@@ -19,7 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 
-from . import settings
+from . import metrics, settings
 from .callbacks import CallbackSender, join_callback
 from .errors import ApiTooLarge, JobCancelled, QueueFull
 
@@ -184,6 +184,11 @@ class JobQueue:
         self._call_back(job)
         return job.answer()
 
+    @property
+    def running(self) -> int:
+        """Jobs computing now: the queue's one and the waiting callers' ones."""
+        return (self._running is not None) + sum(1 for j in self._waiting_callers if j.status == "running")
+
     def status(self) -> dict:
         return {
             "jobs": len(self._queue),
@@ -267,7 +272,9 @@ class JobQueue:
             for i in range(0, len(body.nonces), body.batch()):
                 while self._busy():
                     await asyncio.sleep(settings.MINING_POLL_S)
+                began = time.monotonic()
                 parts.append(await self._rows(body, body.nonces[i : i + body.batch()]))
+                metrics.ENGINE_SECONDS.labels(kind="job").observe(time.monotonic() - began)
             result = json.dumps(self._result(body, parts)).encode()
         except asyncio.CancelledError:
             job.error = job.error or "the job was cancelled"
@@ -293,6 +300,12 @@ def _finish(job: Job, state: str, finish: Any) -> None:
     if finish is not None:
         finish(job)
     job.status, job.finished = state, time.time()
+    validation = getattr(job.body, "validation", None)
+    kind = "generate" if validation is None else "validate"
+    metrics.JOBS_FINISHED.labels(kind=kind, result=state).inc()
+    if validation is not None and validation.artifacts:
+        # the artifacts were needed for the verdict only: the result store keeps no more than the verdict
+        job.body = job.body.model_copy(update={"validation": validation.model_copy(update={"artifacts": []})})
 
 
 def _cancelling() -> bool:

@@ -23,20 +23,22 @@ import time
 from enum import Enum
 from typing import Any, Optional
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..validation import ProofBatch, ValidatedBatch
-from . import settings
-from .callbacks import CallbackSender, join_callback
+from . import metrics, settings
+from .callbacks import CallbackSender, join_callback, log_event
 from .errors import TransitionError, ValidationCancelled
 from .rounds import (
     BlockHash,
     BlockHeight,
+    CallbackUrl,
     EngineFailures,
     NodeCount,
     NodeId,
     PublicKey,
     check_batch_budget,
+    check_callback_url,
     check_node_id,
 )
 
@@ -66,7 +68,7 @@ class RoundConfig(BaseModel):
     node_count: Optional[NodeCount] = None
     batch_size: int = Field(default=32, ge=1, le=4096)
     seq_len: int = Field(default=256, ge=1)
-    callback_url: Optional[AnyHttpUrl] = None
+    callback_url: Optional[CallbackUrl] = None
     use_sign_flips: bool = True
     use_layer_hooks: bool = False
     #: SPEC §10, Phase 6.1 (off by default): the seeded residual projections around the model
@@ -101,6 +103,14 @@ class PoCManager(EngineFailures):
         self._round = 0  # bumped when a round ends: a validation of an older round is never counted
         self._validations: set = set()  # the running validation tasks
         self._reset_round()
+        metrics.watch(self)
+
+    def metrics_snapshot(self) -> dict:
+        """What the gauges of :mod:`.metrics` show."""
+        elapsed = time.monotonic() - self._started if self._started is not None else 0.0
+        rate = (self.total_checked - self._checked_at_start) / elapsed if elapsed > 0 else 0.0
+        running = sum(1 for t in self._validations if not t.done())
+        return {"rate": rate, "buffered": 0, "queued": 0, "running": running, "state": self.state.value}
 
     def inference_pause_reason(self) -> Optional[str]:
         """Why ordinary inference must wait now, or None when it may run.
@@ -123,6 +133,7 @@ class PoCManager(EngineFailures):
         self.next_k = 0
         self._elapsed = 0.0
         self._started: Optional[float] = None
+        self._checked_at_start = 0
         self.error: Optional[str] = None
 
     async def init_round(self, config: RoundConfig, then: Optional[PoCState] = None) -> dict:
@@ -142,6 +153,7 @@ class PoCManager(EngineFailures):
         if config.use_layer_hooks and not getattr(self.runner, "layers_supported", False):
             raise ValueError("use_layer_hooks needs the in-graph layer transform, which this engine's workers lack")
         self._check_budget(config)
+        check_callback_url(config.callback_url)
         if then is PoCState.GENERATING and config.node_id is None:
             raise ValueError("generating needs node_id and node_count")
         async with self._lock:
@@ -186,6 +198,8 @@ class PoCManager(EngineFailures):
         self.state = PoCState.GENERATING
         self.error = None
         self._started = time.monotonic()
+        self._checked_at_start = self.total_checked
+        log_event("round_start", self.config, batch_size=self.config.batch_size, checked=self.total_checked)
         self._task = asyncio.get_running_loop().create_task(self._generate())
 
     async def start_validating(self) -> dict:
@@ -204,6 +218,15 @@ class PoCManager(EngineFailures):
                 raise TransitionError("no round is running")
             await self._end_round()
             self.state = PoCState.STOPPED
+            log_event(
+                "round_stop",
+                self.config,
+                checked=self.total_checked,
+                valid=self.total_valid,
+                validated_batches=self.validated_batches,
+                error=self.error,
+            )
+            self.error = None  # a round's error ends with it
             return self.status()
 
     async def shutdown(self) -> None:
@@ -266,7 +289,10 @@ class PoCManager(EngineFailures):
                     self.error = "this node's nonces are exhausted (every nonce below 2**32 was computed)"
                     self._leave_generating()
                     return
+                began = time.monotonic()
                 d = await self._distances(cfg, cfg.public_key, nonces)
+                metrics.ENGINE_SECONDS.labels(kind="mining").observe(time.monotonic() - began)
+                metrics.NONCES.inc(len(nonces))
                 valid = [(n, x) for n, x in zip(nonces, d) if x < cfg.r_target]
                 # a batch interrupted by /phase/validate or /stop is computed again when generation resumes
                 self.next_k += cfg.batch_size
@@ -284,7 +310,8 @@ class PoCManager(EngineFailures):
                         dist=[x for _, x in valid],
                         node_id=cfg.node_id,
                     )
-                    self.callbacks.send(url, {**batch.model_dump(mode="json"), "r_target": cfg.r_target})
+                    payload = {**batch.model_dump(mode="json"), "r_target": cfg.r_target}
+                    self.callbacks.send(url, payload, lane="mining")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the engine failed: report it, stop generating
@@ -324,9 +351,11 @@ class PoCManager(EngineFailures):
         try:
             dist = await asyncio.shield(task)
         except Exception as exc:
+            metrics.JOBS_FINISHED.labels(kind="validate", result="failed").inc()
             self.engine_failed(exc)
             raise
         except asyncio.CancelledError:
+            metrics.JOBS_FINISHED.labels(kind="validate", result="cancelled").inc()
             if task.cancelled() and round_id != self._round:
                 raise ValidationCancelled("the round ended while this batch was being validated") from None
             task.cancel()  # our caller is gone (client disconnect): stop the work too
@@ -339,6 +368,16 @@ class PoCManager(EngineFailures):
             batch, dist, r_target=cfg.r_target, fraud_threshold=cfg.fraud_threshold
         )
         self.validated_batches += 1
+        metrics.JOBS_FINISHED.labels(kind="validate", result="completed").inc()
+        metrics.verdict(verdict.n_invalid, bool(verdict.fraud_detected))
+        log_event(
+            "validation_verdict",
+            batch,
+            n_total=len(batch.nonces),
+            n_mismatch=verdict.n_invalid,
+            p_value=verdict.probability_honest,
+            fraud_detected=verdict.fraud_detected,
+        )
         url = cfg.callback("/validated")
         if url:
             self.callbacks.send(url, verdict.model_dump(mode="json"))
@@ -348,7 +387,9 @@ class PoCManager(EngineFailures):
         dist: list = []
         for i in range(0, len(batch.nonces), cfg.batch_size):
             chunk = batch.nonces[i : i + cfg.batch_size]
+            began = time.monotonic()
             dist.extend(await self._distances(cfg, batch.public_key, chunk))
+            metrics.ENGINE_SECONDS.labels(kind="validation").observe(time.monotonic() - began)
         return dist
 
     async def _distances(self, cfg: RoundConfig, public_key: str, nonces: list) -> list:

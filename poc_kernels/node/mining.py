@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from typing import Any, Callable, Optional
 
 from ..constants import MAX_NONCE
+from . import metrics
 
 logger = logging.getLogger("poc_kernels.node")
 
@@ -86,7 +87,10 @@ class Miner:
                 if not nonces:
                     self.error = "this node's nonces are exhausted (every nonce below 2**32 was computed)"
                     return
+                began = time.monotonic()
                 arts = await self._artifacts(cfg, nonces)
+                metrics.ENGINE_SECONDS.labels(kind="mining").observe(time.monotonic() - began)
+                metrics.NONCES.inc(len(nonces))
                 x += cfg.batch()
                 self.total_processed += len(nonces)
                 self.total_artifacts += len(arts)
@@ -99,12 +103,18 @@ class Miner:
             if self._on_error is not None:
                 self._on_error(exc)
 
+    def rate(self) -> float:
+        """Nonces per second of the round being mined (0 when not mining)."""
+        if not self.mining or self._started is None:
+            return 0.0
+        elapsed = time.monotonic() - self._started
+        return self.total_processed / elapsed if elapsed > 0 else 0.0
+
     def status(self) -> dict:
         """``status``, ``config`` and ``stats`` of the deployed node's ``/status``."""
         cfg = self.config
         if not self.mining or cfg is None:
             return {"status": "IDLE", "config": None, "stats": None}
-        elapsed = time.monotonic() - self._started
         return {
             "status": "GENERATING",
             "config": {
@@ -120,7 +130,7 @@ class Miner:
             },
             "stats": {
                 "total_processed": self.total_processed,
-                "nonces_per_second": self.total_processed / elapsed if elapsed > 0 else 0.0,
+                "nonces_per_second": self.rate(),
                 "total_artifacts": self.total_artifacts,
             },
         }

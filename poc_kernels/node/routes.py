@@ -71,9 +71,24 @@ def versions_route(api: str) -> Callable:
             "poc_kernels_version": __version__,
             "api": api,
             "schemes": ["artifact"] if api == "artifacts" else ["distance"],
+            # the network's stat_test.p_value_threshold: ignored (as the deployed node) unless the operator chose
+            "p_value_threshold": "honoured" if settings.HONOUR_P_VALUE_THRESHOLD else "ignored",
         }
 
     return versions
+
+
+def check_batch_fields(batch: ProofBatch) -> None:
+    """422 for a ProofBatch without nonces, or with a ``block_hash`` or ``public_key`` above ``POC_MAX_ID_CHARS``."""
+    errors = []
+    if not batch.nonces:
+        errors.append({"loc": ["body", "nonces"], "msg": "a batch to validate needs nonces", "type": "too_short"})
+    for name in ("block_hash", "public_key"):
+        if len(getattr(batch, name)) > settings.MAX_ID_CHARS:
+            msg = f"{name} has at most {settings.MAX_ID_CHARS} characters (POC_MAX_ID_CHARS)"
+            errors.append({"loc": ["body", name], "msg": msg, "type": "string_too_long"})
+    if errors:
+        raise ApiError(422, errors)
 
 
 def make_distance_router() -> APIRouter:
@@ -125,6 +140,7 @@ def make_distance_router() -> APIRouter:
     async def validate(request: Request) -> dict:
         """Recompute a ProofBatch's distances and answer the ValidatedBatch verdict."""
         batch = await parse(request, ProofBatch)
+        check_batch_fields(batch)
         if len(batch.nonces) > settings.MAX_VALIDATE_NONCES:
             raise ApiError(
                 413,

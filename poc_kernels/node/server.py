@@ -34,8 +34,10 @@ import sys
 from typing import Any, Optional
 
 from fastapi import FastAPI
+from fastapi.responses import Response
 
-from . import settings
+from . import metrics, settings
+from ._http import warn_if_open
 from .gating import GatingMiddleware
 from .manager import PoCManager
 from .routes import make_router
@@ -77,6 +79,7 @@ class PoCEndpointPlugin:
     def attach_router(self, app: FastAPI) -> None:
         app.include_router(make_router())  # the API of POC_API (default: artifacts)
         app.add_middleware(GatingMiddleware)
+        warn_if_open(app)  # vLLM keeps its arguments (--api-key) in app.state.args
 
     async def init_state(self, engine_client: Any, state: Any, args: argparse.Namespace) -> None:
         if engine_client is None:
@@ -92,9 +95,10 @@ class PoCEndpointPlugin:
 # ---------------------------------------------------------------------- standalone server
 
 
-def create_app(engine_args: Any, api: Optional[str] = None) -> FastAPI:
+def create_app(engine_args: Any, api: Optional[str] = None, api_key: Optional[str] = None) -> FastAPI:
     """Return a FastAPI app serving only the PoC API ``api`` (see :func:`poc_api`) on a new ``AsyncLLM`` built
-    from ``engine_args``.
+    from ``engine_args``; its PoC routes need ``api_key`` (``POC_API_KEY`` overrides it; without either,
+    ``VLLM_API_KEY``) as a Bearer token.
 
     When the engine dies (a worker crashed), the app records it in
     ``app.state.engine_dead`` and asks the server to stop: :func:`main` then
@@ -140,7 +144,16 @@ def create_app(engine_args: Any, api: Optional[str] = None) -> FastAPI:
 
     api = poc_api(api)
     app = FastAPI(title="poc_kernels PoC node", lifespan=lifespan)
+    app.state.poc_api_keys = [api_key] if api_key else []
     app.include_router(make_router(api))
+
+    async def prometheus_metrics() -> Response:
+        """The node's Prometheus metrics (vLLM's server serves them on its own /metrics)."""
+        body, content_type = metrics.exposition()
+        return Response(content=body, media_type=content_type)
+
+    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"])
+    warn_if_open(app)
     return app
 
 
@@ -160,6 +173,11 @@ def main(argv: Optional[list] = None) -> int:
         help="artifacts: the network's v2 API of the artifact scheme (default, or POC_API); "
         "distance: the seeds' API of the distance scheme",
     )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="the Bearer key of the PoC routes (POC_API_KEY overrides it; default: VLLM_API_KEY, else open)",
+    )
     args = parser.parse_args(argv)
     try:
         api = poc_api(args.poc_api)
@@ -176,7 +194,7 @@ def main(argv: Optional[list] = None) -> int:
         parser.error(f"--worker-extension-cls must be {WORKER_EXTENSION} (or left out)")
     args.worker_extension_cls = WORKER_EXTENSION
     engine_args = engine_args_from_cli(args)
-    app = create_app(engine_args, api)
+    app = create_app(engine_args, api, api_key=args.api_key)
     # a request still running at shutdown (a long /validate) is cancelled after this many seconds
     uvicorn.run(
         app,

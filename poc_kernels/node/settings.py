@@ -6,6 +6,12 @@ test (or an embedding application) can change one by setting the attribute.
 | variable | default | what |
 |---|---|---|
 | ``POC_API`` | ``artifacts`` | the API a node speaks: ``artifacts`` (the network's v2 API) or ``distance`` |
+| ``POC_API_KEY`` | (none) | the Bearer key of the PoC routes (else ``--api-key``, else ``VLLM_API_KEY``) |
+| ``POC_MAX_BODY_BYTES`` | 16 MiB | the largest request body of a PoC route (413 above, before parsing) |
+| ``POC_MAX_ID_CHARS`` | 256 | the longest ``block_hash`` and ``public_key`` (422 longer) |
+| ``POC_MAX_MODEL_CHARS`` | 512 | the longest ``params.model`` (422 longer) |
+| ``POC_MAX_URL_CHARS`` | 2048 | the longest callback URL (422 longer) |
+| ``POC_HONOUR_P_VALUE_THRESHOLD`` | 0 | 1: ``p_value_threshold`` sets alpha; 0: it is ignored, as deployed |
 | ``POC_MAX_BATCH_TOKENS`` | 4194304 | the most tokens one engine batch of a round may hold (batch size x seq_len) |
 | ``POC_MAX_EMBED_BYTES`` | 1 GiB | with an engine that takes prompt_embeds: the most embedding bytes of one batch |
 | ``POC_MAX_VALIDATE_NONCES`` | 4096 | the most nonces of one seeds' ``/validate`` (413 above) |
@@ -18,8 +24,10 @@ test (or an embedding application) can change one by setting the attribute.
 | ``POC_CALLBACK_INTERVAL_S`` | 5 | at most one mining ``/generated`` POST per this many seconds |
 | ``POC_CALLBACK_ATTEMPTS`` | 5 | delivery attempts of one callback |
 | ``POC_CALLBACK_BACKOFF_S`` | 0.5 | the first retry's delay; it doubles with each attempt |
-| ``POC_CALLBACK_MAX_CONCURRENT`` | 10 | callback deliveries running at once |
-| ``POC_CALLBACK_MAX_WAITING`` | 1000 | deliveries waiting for a slot (the oldest dropped beyond it, counted) |
+| ``POC_CALLBACK_MAX_CONCURRENT`` | 10 | callback deliveries running at once, per lane (mining, jobs) |
+| ``POC_CALLBACK_MAX_WAITING`` | 1000 | deliveries waiting for a slot, per lane (the oldest dropped beyond, counted) |
+| ``POC_CALLBACK_DEADLINE_S`` | 10 | the deadline of one whole delivery attempt: connect, send, answer |
+| ``POC_CALLBACK_HOSTS`` | (any) | comma-separated hosts that callback URLs may name (400 for another) |
 | ``POC_RETRY_AFTER_S`` | 30 | ``Retry-After`` of the 503 that gated inference routes answer |
 | ``VLLM_HTTP_TIMEOUT_KEEP_ALIVE`` | 5 | seconds an idle connection stays open (vLLM's variable; the node's too) |
 """
@@ -48,6 +56,10 @@ def _float(name: str, default: float) -> float:
     return _read(name, default, float, "a number")
 
 
+def _str(name: str, default: Optional[str]) -> Optional[str]:
+    return _read(name, default, str, "a string")
+
+
 #: The two APIs a node can speak: the network's v2 API of the artifact scheme, and the seeds' distance scheme.
 POC_APIS = ("artifacts", "distance")
 #: The largest block height accepted (int64 clients read it back).
@@ -69,13 +81,27 @@ CALLBACK_ATTEMPTS = _int("POC_CALLBACK_ATTEMPTS", 5)
 CALLBACK_BACKOFF_S = _float("POC_CALLBACK_BACKOFF_S", 0.5)
 CALLBACK_MAX_CONCURRENT = _int("POC_CALLBACK_MAX_CONCURRENT", 10)
 CALLBACK_MAX_WAITING = _int("POC_CALLBACK_MAX_WAITING", 1000)
+CALLBACK_DEADLINE_S = _float("POC_CALLBACK_DEADLINE_S", 10.0)
+CALLBACK_HOSTS = _str("POC_CALLBACK_HOSTS", None)
+API_KEY = _str("POC_API_KEY", None)
+MAX_BODY_BYTES = _int("POC_MAX_BODY_BYTES", 16 << 20)
+MAX_ID_CHARS = _int("POC_MAX_ID_CHARS", 256)
+MAX_MODEL_CHARS = _int("POC_MAX_MODEL_CHARS", 512)
+MAX_URL_CHARS = _int("POC_MAX_URL_CHARS", 2048)
+HONOUR_P_VALUE_THRESHOLD = _int("POC_HONOUR_P_VALUE_THRESHOLD", 0) == 1
 RETRY_AFTER_S = _int("POC_RETRY_AFTER_S", 30)
 HTTP_TIMEOUT_KEEP_ALIVE_S = _int("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", 5)
 
+#: The deepest nesting of arrays and objects in a PoC request body (422 deeper; the bodies need 4).
+MAX_JSON_DEPTH = 32
+#: Bodies above this many bytes are parsed in a thread, so that the event loop keeps serving.
+PARSE_INLINE_BYTES = 256 << 10
 #: How long shutdown waits for callbacks still being delivered.
 CALLBACK_DRAIN_S = 5.0
-#: The timeout of one callback POST (per read).
+#: The timeout of one callback POST (per read; the whole attempt has CALLBACK_DEADLINE_S).
 CALLBACK_TIMEOUT_S = 5.0
+#: The most bytes of a callback receiver's answer that are read (the rest is not).
+CALLBACK_MAX_ANSWER_BYTES = 64 << 10
 #: How often a queued v2 job checks whether mining has stopped.
 MINING_POLL_S = 0.1
 #: How often a long request checks that its client is still connected.

@@ -25,23 +25,25 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Optional
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..constants import ARTIFACT_DIST_THRESHOLD, ARTIFACT_FRAUD_THRESHOLD, ARTIFACT_K, ARTIFACT_P_MISMATCH, MAX_NONCE
 from ..validation.artifacts import Artifact, ArtifactBatch, Encoding, StatTest, encode_artifacts, validate_artifacts
-from . import settings
-from .callbacks import ArtifactBuffer, CallbackSender, join_callback
+from . import metrics, settings
+from .callbacks import ArtifactBuffer, CallbackSender, join_callback, log_event
 from .errors import ParamsMismatch, TransitionError
 from .jobs import JobQueue
 from .mining import Miner
 from .rounds import (
     BlockHash,
     BlockHeight,
+    CallbackUrl,
     EngineFailures,
     NodeCount,
     NodeId,
     PublicKey,
     check_batch_budget,
+    check_callback_url,
     check_node_id,
 )
 
@@ -49,6 +51,13 @@ __all__ = ["ArtifactNode", "GenerateRequest", "InitGenerateRequest", "Params", "
 
 _STRICT = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
 _Nonce = Annotated[int, Field(ge=0, le=MAX_NONCE)]
+#: no model's hidden size is larger: it bounds the artifacts' lengths (a larger k_dim is a params mismatch, 409)
+MAX_K_DIM = 1 << 16
+
+
+def b64_chars(k: int) -> int:
+    """The length of the base64 (padded) of ``k`` float16 values: no honest ``vector_b64`` is longer."""
+    return 4 * -(-2 * k // 3)
 
 
 class Params(BaseModel):
@@ -56,7 +65,7 @@ class Params(BaseModel):
 
     model_config = _STRICT
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=settings.MAX_MODEL_CHARS)
     seq_len: int = Field(ge=1)
     k_dim: int = Field(default=ARTIFACT_K, ge=1)
     #: the decode scheme, which this node does not serve (400 when true)
@@ -79,7 +88,7 @@ class _Round(BaseModel):
     n_groups: NodeCount = 1
     batch_size: Optional[int] = Field(default=None, ge=1, le=4096)
     params: Params
-    url: Optional[AnyHttpUrl] = None
+    url: Optional[CallbackUrl] = None
     poc_stronger_rng: bool = False
     #: SPEC §10, Phase 6.1 (off by default; not part of the deployed node's API)
     random_projection: bool = False
@@ -100,11 +109,13 @@ class InitGenerateRequest(_Round):
 
 
 class StatTestRequest(BaseModel):
-    """``stat_test``: the mismatch threshold and the fraud test; ``p_value_threshold`` is ``fraud_threshold``.
+    """``stat_test``: the mismatch threshold and the fraud test's alpha (``fraud_threshold``, default 0.01).
 
-    The network's client sends the test's alpha as ``p_value_threshold``; the
-    deployed node ignores that name and always tests at 0.01. Here either name
-    sets it (both, with different values, is an error).
+    The network's client sends ``p_value_threshold`` (0.05); the deployed node
+    ignores that name and tests at 0.01, and so does this node by default, so
+    that its verdicts (and votes) are every other validator's. With
+    ``POC_HONOUR_P_VALUE_THRESHOLD=1`` it sets alpha when ``fraud_threshold``
+    is not given (both, with different values, is then an error).
     """
 
     model_config = _STRICT
@@ -117,12 +128,14 @@ class StatTestRequest(BaseModel):
     @model_validator(mode="after")
     def _one_alpha(self):
         a, b = self.fraud_threshold, self.p_value_threshold
-        if a is not None and b is not None and a != b:
+        if settings.HONOUR_P_VALUE_THRESHOLD and a is not None and b is not None and a != b:
             raise ValueError(f"fraud_threshold ({a}) and p_value_threshold ({b}) name the same alpha: give one")
         return self
 
     def test(self) -> StatTest:
-        alpha = self.fraud_threshold if self.fraud_threshold is not None else self.p_value_threshold
+        alpha = self.fraud_threshold
+        if alpha is None and settings.HONOUR_P_VALUE_THRESHOLD:
+            alpha = self.p_value_threshold
         return StatTest(
             dist_threshold=self.dist_threshold,
             p_mismatch=self.p_mismatch,
@@ -139,13 +152,21 @@ class ValidationRequest(BaseModel):
 class GenerateRequest(_Round):
     """The body of ``POST /generate``."""
 
-    nonces: list[_Nonce]
+    nonces: list[_Nonce] = Field(min_length=1)
     wait: bool = False
     validation: Optional[ValidationRequest] = None
     stat_test: Optional[StatTestRequest] = None
 
     @model_validator(mode="after")
-    def _unique(self):
+    def _check_nonces_and_vectors(self):
+        if self.validation is not None:
+            longest = b64_chars(min(self.params.k_dim, MAX_K_DIM))
+            for a in self.validation.artifacts:
+                if len(a.vector_b64) > longest:
+                    raise ValueError(
+                        f"validation.artifacts: the vector_b64 of nonce {a.nonce} has {len(a.vector_b64)} characters; "
+                        f"{self.params.k_dim} float16 values take {longest}"
+                    )
         if len(set(self.nonces)) != len(self.nonces):
             seen: set = set()
             dup = next(n for n in self.nonces if n in seen or seen.add(n))
@@ -155,6 +176,7 @@ class GenerateRequest(_Round):
 
 def check_params(body: _Round, runner: Any, model_names: list, max_model_len: Optional[int]) -> None:
     """Raise :class:`~.errors.ParamsMismatch` (409) or ValueError (400) unless the node can serve ``body.params``."""
+    check_callback_url(body.url)
     p = body.params
     if p.decode:
         raise ValueError(
@@ -211,13 +233,11 @@ def job_result(body: GenerateRequest, parts: list) -> dict:
         encoding=Encoding(k_dim=k),
     )
     verdict = validate_artifacts(batch, own, (body.stat_test or StatTestRequest()).test())
-    return {
-        "n_total": verdict.n_total,
-        "n_mismatch": verdict.n_mismatch,
-        "mismatch_nonces": verdict.mismatch_nonces,
-        "p_value": verdict.p_value,
-        "fraud_detected": verdict.fraud_detected,
-    }
+    metrics.verdict(verdict.n_mismatch, verdict.fraud_detected)
+    fields = ("n_total", "n_mismatch", "mismatch_nonces", "p_value", "fraud_detected")
+    result = {f: getattr(verdict, f) for f in fields}
+    log_event("validation_verdict", body, **{f: v for f, v in result.items() if f != "mismatch_nonces"})
+    return result
 
 
 class ArtifactNode(EngineFailures):
@@ -241,6 +261,17 @@ class ArtifactNode(EngineFailures):
         self.jobs = JobQueue(
             self._rows, job_result, busy=lambda: self.mining, callbacks=self.callbacks, on_error=self.engine_failed
         )
+        metrics.watch(self)
+
+    def metrics_snapshot(self) -> dict:
+        """What the gauges of :mod:`.metrics` show."""
+        return {
+            "rate": self.miner.rate(),
+            "buffered": len(self.buffer),
+            "queued": len(self.jobs._queue),
+            "running": self.jobs.running,
+            "state": "GENERATING" if self.mining else "IDLE",
+        }
 
     @property
     def mining(self) -> bool:
@@ -287,6 +318,7 @@ class ArtifactNode(EngineFailures):
             head = {f: getattr(body, f) for f in ("public_key", "block_hash", "block_height", "node_id")}
             url = join_callback(body.url, "/generated")
             self.buffer.open(url, head, f16_encoding(body.params.k_dim), running=lambda: self.mining)
+            log_event("round_start", body, group_id=body.group_id, n_groups=body.n_groups, batch_size=body.batch())
             return {"status": "OK", "pow_status": {"status": "GENERATING"}}
 
     async def _stop_mining(self) -> None:
@@ -296,7 +328,18 @@ class ArtifactNode(EngineFailures):
     async def stop(self) -> dict:
         """Stop mining, cancel the running job and clear the queue (their callers get 409, their records fail)."""
         async with self._lock:
+            was_mining = self.mining
             await self._stop_mining()
+            log_event(
+                "round_stop",
+                self.miner.config,
+                was_mining=was_mining,
+                nonces=self.miner.total_processed,
+                artifacts=self.miner.total_artifacts,
+                jobs_cancelled=len(self.jobs._queue) + self.jobs.running,
+                error=self.miner.error,
+            )
+            self.miner.error = None  # a round's error ends with it
             await self.jobs.cancel_all("the node was stopped (POST /stop) before this job finished")
             return {"status": "OK", "pow_status": {"status": "STOPPED"}}
 
