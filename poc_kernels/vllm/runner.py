@@ -348,9 +348,19 @@ class AsyncPoCRunner(_RunnerBase):
             # data parallelism: every engine core runs a part of the batch, as a batch of its own
             nonce_list = check_nonces(nonces).tolist()
             parts = _split(nonce_list, len(self.engine_cores))
-            results = await asyncio.gather(
-                *(self._run_on(core, (*args[:2], part, *args[3:])) for core, part in enumerate(parts) if part)
-            )
+            tasks = [
+                asyncio.ensure_future(self._run_on(core, (*args[:2], part, *args[3:])))
+                for core, part in enumerate(parts)
+                if part
+            ]
+            try:
+                results = await asyncio.gather(*tasks)
+            except BaseException:
+                # one part failed or the caller cancelled: the other parts stop too (each cleans up its own)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
             return _concat(results) if results else await self._run_on(None, args)
         return await self._run_on(None, args)
 
