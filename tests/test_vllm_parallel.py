@@ -210,3 +210,35 @@ def test_split_and_concat_keep_the_nonce_order():
     ]
     joined = _concat(art)
     assert joined.scheme == "artifact" and joined.artifacts.shape == (2, 12) and joined.hidden is None
+
+
+def test_a_cancelled_batch_leaves_no_exception_unread():
+    """/stop cancels a batch whose request streams answer the cancel with an error: that error is read, not logged
+    by asyncio as "exception was never retrieved"."""
+    import gc
+
+    from poc_kernels.vllm.runner import AsyncPoCRunner
+
+    runner = AsyncPoCRunner.__new__(AsyncPoCRunner)
+    runner.engine = type("Engine", (), {"errored": False})()
+
+    async def stream():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RuntimeError("aborted") from None
+
+    async def main():
+        unread = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unread.append(context["message"]))
+        batch = asyncio.ensure_future(runner._alive(asyncio.gather(stream(), stream())))
+        await asyncio.sleep(0.05)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        await asyncio.sleep(0.05)
+        gc.collect()
+        await asyncio.sleep(0)
+        return unread
+
+    assert asyncio.run(main()) == []

@@ -441,6 +441,9 @@ class AsyncPoCRunner(_RunnerBase):
                     raise self.engine.dead_error
         except asyncio.CancelledError:
             task.cancel()
+            # what the work ends with after the cancel (a stream that answers its abort with an error) is read,
+            # not left to asyncio's "exception was never retrieved"
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
             raise
 
     async def set_layer_hooks(self, block_hash: str, normalize: bool = True) -> int:
