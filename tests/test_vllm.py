@@ -214,12 +214,15 @@ def test_unsupported_vllm_version_is_refused(monkeypatch):
 
     from poc_kernels import vllm as pv
 
-    monkeypatch.setattr(vllm, "__version__", "0.31.2")
+    monkeypatch.setattr(vllm, "__version__", "0.34.0")
     monkeypatch.delenv("POC_KERNELS_VLLM_UNCHECKED", raising=False)
-    with pytest.raises(ImportError, match=r"supports vLLM 0\.32\.x, but vLLM 0\.31\.2 is installed"):
+    with pytest.raises(ImportError, match=r"supports vLLM 0\.25 to 0\.33 .*, but vLLM 0\.34\.0 is installed"):
         pv._check_vllm_version()
-    monkeypatch.setenv("POC_KERNELS_VLLM_UNCHECKED", "1")
+    monkeypatch.setattr(vllm, "__version__", "0.31.2")
     assert pv._check_vllm_version() == "0.31.2"
+    monkeypatch.setattr(vllm, "__version__", "0.34.0")
+    monkeypatch.setenv("POC_KERNELS_VLLM_UNCHECKED", "1")
+    assert pv._check_vllm_version() == "0.34.0"
 
 
 def test_tensor_parallel_and_compiled_engine(tiny, engine, monkeypatch):
