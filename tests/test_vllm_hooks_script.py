@@ -28,8 +28,8 @@ def _wheel(path, files):
 
 
 REFERENCE = {
-    "vllm/w.py": 'class Worker:\n    def load_model(self, *, dummy=False):\n        """Load."""\n        self.model_runner.load()\n'
-    "    def step(self, a, b):\n        return a\n",
+    "vllm/w.py": 'class Worker:\n    def load_model(self, *, dummy=False):\n        """Load."""\n'
+    "        self.model_runner.load()\n    def step(self, a, b):\n        return a\n",
     "vllm/gone.py": "def f():\n    pass\n",
     "vllm/line.py": "x = 1\nself.input_batch = InputBatch()\n",
 }
