@@ -37,7 +37,7 @@ for version in "$@"; do
 done
 # a run of some releases keeps the rows of the others from an earlier run; the rows in release order
 if [ -f "$root/$MATRIX_OUT" ]; then
-	for version in $(grep -oE '^\| [0-9]+\.[0-9]+\.[0-9]+ ' "$root/$MATRIX_OUT" | tr -d '| '); do
+	for version in $(grep -oE '^\| [0-9]+\.[0-9]+\.[0-9]+ ' "$root/$MATRIX_OUT" | tr -d '| ' | sort -u); do
 		case " $* " in *" $version "*) ;; *) rows+=("$(grep -E "^\| $version " "$root/$MATRIX_OUT")") ;; esac
 	done
 fi
