@@ -155,6 +155,8 @@ def test_data_parallel_api_server(tiny_qwen3, single, two_workers, tmp_path):
             assert client.post(f"{base}{POW}/stop").status_code == 200
     finally:
         stop_server(proc)
+    # the server's API process, coordinator, engine cores and workers (one process group) all exited
+    assert wait_for(lambda: _group_gone(proc.pid), timeout=30)
     # generation: node 0 of 1 checks nonces 0, 1, 2, ...; r_target 2 keeps (nearly) all of them
     found = dict(zip(status["valid_nonces"], status["valid_distances"]))
     common = [n for n in NONCES if n in found]
@@ -168,6 +170,14 @@ def test_data_parallel_api_server(tiny_qwen3, single, two_workers, tmp_path):
     assert all(generated[e] - started.get(e, 0) >= 8 for e in ("0", "1")), (started, generated)
     delta = {e: validated[e] - generated[e] for e in ("0", "1")}
     assert delta == {str(i): len(part) for i, part in enumerate(_split(NONCES, 2))}, delta
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def _finished_per_engine(client, base) -> dict:
