@@ -143,6 +143,12 @@ HOOKS = [
     Hook("engine", "vllm/v1/engine/core_client.py", r"re:\s*self\.input_socket = .*", "shutdown_engine's wake-ups"),
     Hook("engine", "vllm/v1/engine/utils.py", "CoreEngineProcManager.shutdown", "shutdown_engine", uses=0),
     Hook("engine", "vllm/v1/engine/core.py", r"re:.*EngineCoreRequestType\.WAKEUP.*", "the core ignores WAKEUP"),
+    Hook(
+        "engine",
+        "vllm/v1/engine/core.py",
+        r"re:\s*shutdown_requested = False",
+        "the core handles SIGTERM before it is built (missing: only after it reports ready; shutdown_engine waits)",
+    ),
     Hook("engine", "vllm/inputs/engine.py", r"re:\s*cache_salt: .*", "cache_salt of PoC requests"),
     Hook("engine", "vllm/engine/arg_utils.py", "AsyncEngineArgs", "engine_arg_parser / engine_args_from_cli"),
     Hook("engine", "vllm/engine/arg_utils.py", "EngineArgs.from_cli_args", "engine_args_from_cli"),

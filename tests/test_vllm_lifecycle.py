@@ -123,7 +123,10 @@ def test_shutdown_engine_wakes_the_core_so_it_stops_by_itself(idle_engine):
 
 
 def test_shutdown_engine_wakes_an_async_engine(tiny_qwen3):
-    """The server's AsyncLLM: its input socket belongs to the event loop that the shutdown blocks."""
+    """The server's AsyncLLM: its input socket belongs to the event loop that the shutdown blocks.
+
+    It is shut down right after it started: on vLLM 0.25 to 0.30 its core may not handle SIGTERM yet, and without
+    the wait in ``shutdown_engine`` it was killed (exit -15) in the 0.30 matrix runs."""
     import asyncio
 
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -156,6 +159,47 @@ def test_shutdown_engine_wakes_an_async_engine(tiny_qwen3):
         proc.join(10)
     assert [p.exitcode for p in procs] == [0] * len(procs), "the engine core did not stop by itself"
     assert took < ENGINE_SHUTDOWN_S / 2
+
+
+def _handle_sigterm_after(delay: float) -> None:
+    """A process that, like vLLM 0.25 to 0.30's engine core, handles SIGTERM only ``delay`` s after it started."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    time.sleep(delay)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
+    while not stop:
+        time.sleep(0.01)
+
+
+def test_shutdown_waits_until_a_starting_core_handles_sigterm():
+    """vLLM 0.25 to 0.30 install the engine core's SIGTERM handler after it reports ready: a SIGTERM sent at once kills
+    the core (exit -15). The wait lets it stop by itself; a process that never handles SIGTERM only delays it."""
+    import multiprocessing
+
+    from poc_kernels.vllm.lifecycle import _catches_sigterm, _wait_for_sigterm_handlers
+
+    ctx = multiprocessing.get_context("fork")
+    early, waited, never = (ctx.Process(target=_handle_sigterm_after, args=(d,), daemon=True) for d in (2.0, 2.0, 600))
+    for proc in (early, waited, never):
+        proc.start()
+    try:
+        assert not _catches_sigterm(early.pid)
+        early.terminate()  # what vLLM's process manager does, without the wait
+        early.join(10)
+        assert early.exitcode == -signal.SIGTERM
+        t0 = time.monotonic()
+        assert _wait_for_sigterm_handlers([waited], 10.0)
+        assert _catches_sigterm(waited.pid) and time.monotonic() - t0 < 10.0
+        waited.terminate()
+        waited.join(10)
+        assert waited.exitcode == 0, "the process did not stop by itself"
+        t0 = time.monotonic()
+        assert not _wait_for_sigterm_handlers([never], 0.3)
+        assert 0.3 <= time.monotonic() - t0 < 5.0
+    finally:
+        for proc in (early, waited, never):
+            proc.kill()
+            proc.join(10)
 
 
 def test_shutdown_engine_names_a_wrong_argument():

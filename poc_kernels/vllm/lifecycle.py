@@ -27,12 +27,26 @@ over the engine's own input socket every :data:`WAKE_EVERY_S` (the message
 vLLM itself uses to wake the busy loop; the core ignores it otherwise). The
 woken main thread runs the pending handler and shuts down cleanly. It also
 gives the core :data:`ENGINE_SHUTDOWN_S` rather than 5 s before the kill.
+
+vLLM 0.25 to 0.30 install that SIGTERM handler only after the core has told
+the client it is ready: the core still runs ``vllm_config.__post_init__()``
+and then registers the handler, about a second on a loaded 2-core machine. A
+shutdown in that window (an engine stopped right after it started) kills the
+core with SIGTERM's default action (exit code -15): nothing is torn down, and
+its workers are left to notice their parent is gone. Plain vLLM 0.30 does this
+too (``AsyncLLM.from_engine_args(...)`` then ``shutdown()``: -15 in 0.06 s).
+vLLM 0.32 registers the handler before it builds the core. So
+:func:`shutdown_engine` first waits, up to :data:`HANDLER_WAIT_S`, until each
+core process catches SIGTERM (``SigCgt`` in ``/proc/PID/status``); on 0.32 and
+later that is already so, and it does not wait.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+import time
 from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
@@ -43,6 +57,9 @@ __all__ = ["ENGINE_SHUTDOWN_S", "engine_arg_parser", "engine_args_from_cli", "sh
 ENGINE_SHUTDOWN_S = 30.0
 #: How often the waiting shutdown wakes the engine core's busy loop.
 WAKE_EVERY_S = 0.25
+#: Seconds the shutdown waits for a just-started engine core to install its SIGTERM handler (vLLM 0.25 to 0.30).
+HANDLER_WAIT_S = 10.0
+_SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
 
 
 def _client(engine: Any) -> Any:
@@ -53,6 +70,34 @@ def _client(engine: Any) -> Any:
     if client is None:
         raise TypeError(f"engine: expected a vllm.LLM, LLMEngine or AsyncLLM, got {type(engine).__name__}")
     return client
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM; True where that cannot be read (no ``/proc``, gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next((int(line.split()[1], 16) for line in f if line.startswith("SigCgt:")), None)
+    except OSError:
+        return True
+    return caught is None or bool(caught & _SIGTERM_BIT)
+
+
+def _wait_for_sigterm_handlers(procs: list, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds until each live process of ``procs`` catches SIGTERM; return whether all do."""
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = [p for p in procs if p.is_alive() and not _catches_sigterm(p.pid)]
+        if not waiting:
+            return True
+        if time.monotonic() >= deadline:
+            logger.warning(
+                "engine shutdown: engine core process(es) %s installed no SIGTERM handler within %.1f s; "
+                "stopping them anyway",
+                [p.pid for p in waiting],
+                timeout,
+            )
+            return False
+        time.sleep(0.02)
 
 
 def _wake_until_stopped(client: Any, procs: list, stop: threading.Event) -> None:
@@ -91,6 +136,8 @@ def shutdown_engine(engine: Any, timeout: Optional[float] = ENGINE_SHUTDOWN_S) -
     client = _client(engine)
     manager = getattr(getattr(client, "resources", None), "engine_manager", None)
     procs = [p for p in (getattr(manager, "processes", None) or []) if hasattr(p, "is_alive")]
+    # a core that has just started may not handle SIGTERM yet (vLLM 0.25 to 0.30): SIGTERM would kill it outright
+    _wait_for_sigterm_handlers(procs, HANDLER_WAIT_S if timeout is None else min(timeout, HANDLER_WAIT_S))
     if procs and getattr(client, "input_socket", None) is not None and "shutdown" not in vars(manager):
         stop = threading.Event()
         waker = threading.Thread(
