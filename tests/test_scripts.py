@@ -174,9 +174,16 @@ def test_poc_round_rejects_bad_arguments(tmp_path):
     assert proc.returncode != 0 and "--model must be a local checkpoint directory" in proc.stderr
 
 
-@pytest.mark.parametrize("args, msg", [(["--threads", "0"], "--threads"), (["--sweep", "1,x"], "--sweep")])
-def test_bf16_floor_rejects_bad_arguments(args, msg):
-    proc = _run("bf16_floor.py", *args)
+@pytest.mark.parametrize(
+    "script, args, msg",
+    [
+        ("bf16_floor.py", ["--threads", "0"], "--threads"),
+        ("bf16_floor.py", ["--sweep", "1,x"], "--sweep"),
+        ("bf16_engine_floor.py", ["--seq-len", "0"], "--seq-len"),
+    ],
+)
+def test_bf16_floor_scripts_reject_bad_arguments(script, args, msg):
+    proc = _run(script, *args)
     assert proc.returncode == 2 and msg in proc.stderr
 
 
