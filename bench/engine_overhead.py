@@ -5,7 +5,12 @@ One vLLM engine with the PoC extension runs, ``--pairs`` times, a PoC round of
 written in the forward, the final hidden states recorded, the distances
 computed) and a plain prefill of the same number of requests of the same
 length (``seq_len`` token ids, ``max_tokens=1``, the same batches): the floor
-a PoC round cannot beat. The two alternate in one engine, and their order
+a PoC round cannot beat. The prefill's token ids are seeded random ids of the
+vocabulary by default (``--prefill-ids random``), as text has; with
+``--prefill-ids placeholder`` every prompt repeats PoC's placeholder id, so
+that all its rows carry one embedding, which a MoE routes to the same two
+experts (a cheaper forward than one on varied rows, as PoC's random inputs
+are). The two alternate in one engine, and their order
 flips every pair, so that the machine's drift falls on both. The ratio of
 each pair is PoC / prefill; the table gives the geometric mean ratio and a
 95% bootstrap interval over the pairs (10,000 resamples, fixed seed).
@@ -79,7 +84,9 @@ def ratio_interval(ratios: list, resamples: int = 10000, seed: int = 0) -> tuple
     return math.exp(sum(logs) / len(logs)), math.exp(lo), math.exp(hi)
 
 
-def interleaved(model: str, seq_len: int, nonces: int, batch: int, pairs: int, dtype: str) -> dict:
+def interleaved(
+    model: str, seq_len: int, nonces: int, batch: int, pairs: int, dtype: str, prefill_ids: str = "random"
+) -> dict:
     from vllm import SamplingParams
 
     from poc_kernels.vllm import PoCRunner
@@ -91,7 +98,12 @@ def interleaved(model: str, seq_len: int, nonces: int, batch: int, pairs: int, d
         assert runner.inputs == "engine"
         one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
         ids = list(range(nonces))
-        tokens = [PLACEHOLDER_TOKEN_ID] * seq_len
+        if prefill_ids == "placeholder":
+            prompts = [[PLACEHOLDER_TOKEN_ID] * seq_len for _ in ids]
+        else:  # varied ids, fixed per request: every pair prefills the same tokens
+            rng = random.Random(0)
+            vocab = llm.llm_engine.model_config.get_vocab_size()
+            prompts = [[rng.randrange(vocab) for _ in range(seq_len)] for _ in ids]
 
         def poc():
             for i in range(0, nonces, batch):
@@ -99,8 +111,10 @@ def interleaved(model: str, seq_len: int, nonces: int, batch: int, pairs: int, d
 
         def prefill():
             for i in range(0, nonces, batch):
-                prompts = [{"prompt_token_ids": tokens, "cache_salt": f"p{i + j}"} for j in range(batch)]
-                llm.generate(prompts[: nonces - i], one, use_tqdm=False)
+                part = [
+                    {"prompt_token_ids": t, "cache_salt": f"p{i + j}"} for j, t in enumerate(prompts[i : i + batch])
+                ]
+                llm.generate(part, one, use_tqdm=False)
 
         def timed(fn):
             t0 = time.perf_counter()
@@ -127,6 +141,7 @@ def interleaved(model: str, seq_len: int, nonces: int, batch: int, pairs: int, d
         "nonces": nonces,
         "batch": batch,
         "dtype": dtype,
+        "prefill_ids": prefill_ids,
         "pairs": [{"poc_s": a, "prefill_s": b} for a, b in rows],
         "ratio": mean,
         "ratio_ci95": [lo, hi],
@@ -142,6 +157,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--pairs", type=int, default=12, help="interleaved PoC/prefill pairs (at least 10)")
     p.add_argument("--dtype", default="float32", help="float32 on CPUs (bfloat16 is emulated there); auto on GPUs")
+    p.add_argument(
+        "--prefill-ids",
+        choices=("random", "placeholder"),
+        default="random",
+        help="the prefill's token ids: seeded random ones (default) or PoC's placeholder id repeated",
+    )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.pairs < 10:
@@ -158,11 +179,13 @@ def main(argv=None) -> int:
         "engines": [],
     }
     for model in args.engine:
-        r = interleaved(model, args.seq_len, args.nonces, min(args.batch, args.nonces), args.pairs, args.dtype)
+        batch = min(args.batch, args.nonces)
+        r = interleaved(model, args.seq_len, args.nonces, batch, args.pairs, args.dtype, args.prefill_ids)
         result["engines"].append(r)
         lo, hi = r["ratio_ci95"]
         print(
-            f"{model} (H={r['hidden_size']}, seq_len {r['seq_len']}, {r['nonces']} nonces, {args.pairs} pairs): "
+            f"{model} (H={r['hidden_size']}, seq_len {r['seq_len']}, {r['nonces']} nonces, {args.pairs} pairs, "
+            f"{args.prefill_ids} prefill ids): "
             f"PoC / prefill {r['ratio']:.3f} (95% CI {lo:.3f}-{hi:.3f})",
             flush=True,
         )

@@ -603,3 +603,45 @@ def test_the_standalone_node_offers_the_batch_invariant_mode_on_cuda_only(monkey
     monkeypatch.delenv("VLLM_BATCH_INVARIANT")
     create_app(None, "artifacts", api_key=KEY)
     assert "VLLM_BATCH_INVARIANT" not in os.environ
+
+
+@pytest.mark.parametrize("api_servers", [None, 1, 2, 4])
+def test_the_vllm_plugin_refuses_several_api_server_processes(api_servers, monkeypatch):
+    """``vllm serve --data-parallel-size N`` starts N API server processes unless told otherwise; each would hold a
+    round of its own. The plugin then makes no manager, and the PoC routes answer 503 naming the fix."""
+    from argparse import Namespace
+
+    from poc_kernels.node import server
+
+    monkeypatch.setattr(settings, "API_KEY", None)
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    made = []
+
+    async def create_manager(engine_client, model_names=None):
+        made.append(engine_client)
+        return ArtifactNode(StandInRunner(), model_names=["m"], max_model_len=64)
+
+    monkeypatch.setattr(server, "create_manager", create_manager)
+    app = FastAPI()
+    app.include_router(make_router("artifacts"))
+    args = Namespace(api_server_count=api_servers, served_model_name=["m"], model="m", api_key=None)
+    app.state.args = args
+    asyncio.run(server.PoCEndpointPlugin().init_state(object(), app.state, args))
+
+    async def status(client):
+        return await client.get(f"{POW}/status")
+
+    if api_servers is not None and api_servers > 1:
+        assert made == [] and getattr(app.state, "poc_manager", None) is None
+
+        async def main():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as client:
+                return await status(client)
+
+        r = asyncio.run(main())
+        assert r.status_code == 503
+        assert f"runs {api_servers} API server processes" in r.json()["detail"]
+        assert "--api-server-count 1" in r.json()["detail"]
+    else:
+        assert len(made) == 1
+        assert run(app, status).status_code == 200

