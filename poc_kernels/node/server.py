@@ -116,9 +116,20 @@ def create_app(engine_args: Any, api: Optional[str] = None, api_key: Optional[st
     ``app.state.engine_dead`` and asks the server to stop: :func:`main` then
     exits non-zero, so that a supervisor restarts the node instead of it
     answering 200 with a dead engine.
+
+    With ``POC_BATCH_INVARIANT=1`` the engine starts in vLLM's batch-invariant
+    mode (``VLLM_BATCH_INVARIANT=1``): on CUDA only, untested until a GPU runs
+    it; without CUDA a :class:`ValueError` says so.
     """
     import signal
     from contextlib import asynccontextmanager
+
+    if settings.BATCH_INVARIANT:
+        import torch
+
+        from .._env import enable_batch_invariant
+
+        enable_batch_invariant(torch.cuda.is_available())
 
     def engine_dead(app: FastAPI, exc: BaseException) -> None:
         if getattr(app.state, "engine_dead", None) is None:
@@ -206,7 +217,10 @@ def main(argv: Optional[list] = None) -> int:
         parser.error(f"--worker-extension-cls must be {WORKER_EXTENSION} (or left out)")
     args.worker_extension_cls = WORKER_EXTENSION
     engine_args = engine_args_from_cli(args)
-    app = create_app(engine_args, api, api_key=args.api_key)
+    try:
+        app = create_app(engine_args, api, api_key=args.api_key)
+    except ValueError as exc:  # POC_BATCH_INVARIANT=1 without CUDA
+        parser.error(str(exc))
     # a request still running at shutdown (a long /validate) is cancelled after this many seconds
     uvicorn.run(
         app,

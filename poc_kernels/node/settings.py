@@ -12,6 +12,7 @@ test (or an embedding application) can change one by setting the attribute.
 | ``POC_MAX_MODEL_CHARS`` | 512 | the longest ``params.model`` (422 longer) |
 | ``POC_MAX_URL_CHARS`` | 2048 | the longest callback URL (422 longer) |
 | ``POC_HONOUR_P_VALUE_THRESHOLD`` | 0 | 1: ``p_value_threshold`` sets alpha; 0: it is ignored, as deployed |
+| ``POC_BATCH_INVARIANT`` | 0 | 1: the standalone node's engine in vLLM's batch-invariant mode (CUDA only, untested) |
 | ``POC_MAX_BATCH_TOKENS`` | 4194304 | the most tokens one engine batch of a round may hold (batch size x seq_len) |
 | ``POC_MAX_EMBED_BYTES`` | 1 GiB | with an engine that takes prompt_embeds: the most embedding bytes of one batch |
 | ``POC_MAX_VALIDATE_NONCES`` | 4096 | the most nonces of one seeds' ``/validate`` (413 above) |
@@ -89,6 +90,8 @@ MAX_ID_CHARS = _int("POC_MAX_ID_CHARS", 256)
 MAX_MODEL_CHARS = _int("POC_MAX_MODEL_CHARS", 512)
 MAX_URL_CHARS = _int("POC_MAX_URL_CHARS", 2048)
 HONOUR_P_VALUE_THRESHOLD = _int("POC_HONOUR_P_VALUE_THRESHOLD", 0) == 1
+#: vLLM's batch-invariant mode for the standalone node's engine (``VLLM_BATCH_INVARIANT=1``; CUDA only)
+BATCH_INVARIANT = _int("POC_BATCH_INVARIANT", 0) == 1
 RETRY_AFTER_S = _int("POC_RETRY_AFTER_S", 30)
 HTTP_TIMEOUT_KEEP_ALIVE_S = _int("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", 5)
 
