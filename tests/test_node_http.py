@@ -591,7 +591,10 @@ def test_the_standalone_node_offers_the_batch_invariant_mode_on_cuda_only(monkey
     from poc_kernels.node.server import create_app
 
     monkeypatch.setattr(settings, "BATCH_INVARIANT", True)
-    monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
+    # set, then removed: monkeypatch then restores the variable's state from before the test at its end, so the
+    # engines that later tests start in this process do not inherit VLLM_BATCH_INVARIANT=1
+    monkeypatch.setenv("VLLM_BATCH_INVARIANT", "0")
+    monkeypatch.delenv("VLLM_BATCH_INVARIANT")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="POC_BATCH_INVARIANT=1 needs a CUDA engine"):
         create_app(None, "artifacts", api_key=KEY)

@@ -258,7 +258,8 @@ def test_batch_invariant_mode_needs_a_cuda_engine(monkeypatch, tmp_path):
     config = selfcheck.EngineConfig(model=str(tmp_path))
     assert config.batch_invariant
     if torch.cuda.is_available():  # started there: the engine's processes inherit vLLM's switch
-        monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
+        monkeypatch.setenv("VLLM_BATCH_INVARIANT", "0")  # so that monkeypatch restores it afterwards
+        monkeypatch.delenv("VLLM_BATCH_INVARIANT")
         config.llm_kwargs()
         assert os.environ["VLLM_BATCH_INVARIANT"] == "1"
         return
