@@ -122,6 +122,40 @@ def test_shutdown_engine_wakes_the_core_so_it_stops_by_itself(idle_engine):
     shutdown_engine(llm)
 
 
+def test_the_wake_ups_go_on_when_vllm_calls_the_shutdown_again(idle_engine):
+    """vLLM's liveness monitor calls the process manager's shutdown a second time, up to a second after the first;
+    that call returns at once. It once ended the wake-ups before the first one was sent: the core, its SIGTERM
+    lost, idled until it was killed at the timeout (1 in 12 node shutdowns under load). Here the second call comes
+    right after the SIGTERM, before any wake-up."""
+    import threading
+
+    from poc_kernels.vllm.lifecycle import shutdown_engine
+
+    llm, _ = idle_engine
+    manager = llm.llm_engine.engine_core.resources.engine_manager
+    procs = _core_processes(llm)
+    again = []
+    for proc in procs:
+        _sigterm_to_another_thread(proc)
+        lost_sigterm = proc.terminate
+
+        def terminate(lost_sigterm=lost_sigterm):
+            lost_sigterm()
+            # what monitor_engine_liveness does once the manager is stopped
+            again.append(threading.Thread(target=manager.shutdown))
+            again[-1].start()
+            again[-1].join()
+
+        proc.terminate = terminate
+    t0 = time.monotonic()
+    shutdown_engine(llm, timeout=15.0)
+    took = time.monotonic() - t0
+    for proc in procs:
+        proc.join(10)
+    assert again, "the process manager sent no SIGTERM"
+    assert [p.exitcode for p in procs] == [0] * len(procs), f"the engine core was killed after {took:.1f} s"
+
+
 def test_shutdown_engine_wakes_an_async_engine(tiny_qwen3):
     """The server's AsyncLLM: its input socket belongs to the event loop that the shutdown blocks.
 

@@ -237,7 +237,8 @@ def body_doc(model: type[BaseModel]) -> dict:
 
 
 async def unless_disconnected(request: Request, work: Awaitable) -> Any:
-    """Await ``work``; cancel it and answer 499 when the client leaves first (no computing for nobody)."""
+    """Await ``work``; cancel it and answer 499 when the client leaves first (no computing for nobody), 503 when
+    the server cancels the request at shutdown."""
     task = asyncio.ensure_future(work)
     try:
         while not task.done():
@@ -246,7 +247,13 @@ async def unless_disconnected(request: Request, work: Awaitable) -> Any:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 raise ApiError(499, "the client closed the connection; its work was cancelled")
-    except asyncio.CancelledError:  # the server is shutting down
+    except asyncio.CancelledError:
+        # the server is shutting down: uvicorn cancels what still runs after its grace period. The work is
+        # cancelled, and the client gets a 503 it can retry elsewhere instead of uvicorn's 500 and traceback
         task.cancel()
-        raise
+        await asyncio.gather(task, return_exceptions=True)
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        raise ApiError(503, "the node is shutting down; this request's work was cancelled") from None
     return task.result()

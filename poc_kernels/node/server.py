@@ -31,11 +31,13 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from typing import Any, Optional
 
 from fastapi import FastAPI
 from fastapi.responses import Response
 
+from .._log import configure_logging
 from . import metrics, settings
 from ._http import warn_if_open
 from .gating import GatingMiddleware
@@ -77,6 +79,7 @@ class PoCEndpointPlugin:
     required_tasks = ("generate",)
 
     def attach_router(self, app: FastAPI) -> None:
+        configure_logging()
         app.include_router(make_router())  # the API of POC_API (default: artifacts)
         app.add_middleware(GatingMiddleware)
         warn_if_open(app)  # vLLM keeps its arguments (--api-key) in app.state.args
@@ -158,12 +161,19 @@ def create_app(engine_args: Any, api: Optional[str] = None, api_key: Optional[st
             watcher = asyncio.get_running_loop().create_task(watch(app, app.state.poc_manager.runner))
             yield
         finally:
+            began = time.monotonic()
             if watcher is not None:
                 watcher.cancel()
             manager = getattr(app.state, "poc_manager", None)
             if manager is not None:
                 await manager.shutdown()
+            stopped = time.monotonic()
             shutdown_engine(engine)
+            logger.info(
+                "node shutdown: the PoC manager stopped in %.1f s, the engine in %.1f s",
+                stopped - began,
+                time.monotonic() - stopped,
+            )
 
     api = poc_api(api)
     app = FastAPI(title="poc_kernels PoC node", lifespan=lifespan)
@@ -202,6 +212,10 @@ def main(argv: Optional[list] = None) -> int:
         help="the Bearer key of the PoC routes (POC_API_KEY overrides it; default: VLLM_API_KEY, else open)",
     )
     args = parser.parse_args(argv)
+    try:
+        configure_logging()
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         api = poc_api(args.poc_api)
     except ValueError as exc:

@@ -27,6 +27,11 @@ over the engine's own input socket every :data:`WAKE_EVERY_S` (the message
 vLLM itself uses to wake the busy loop; the core ignores it otherwise). The
 woken main thread runs the pending handler and shuts down cleanly. It also
 gives the core :data:`ENGINE_SHUTDOWN_S` rather than 5 s before the kill.
+vLLM's liveness monitor thread calls the process manager's shutdown a second
+time, within a second of the first call, and that call returns at once; only
+the first call's end stops the wake-ups (when the second one stopped them too,
+before the first wake-up was sent, a core whose SIGTERM was lost idled until it
+was killed: about 1 node shutdown in 12 on a loaded 2-core machine).
 
 vLLM 0.25 to 0.30 install that SIGTERM handler only after the core has told
 the client it is ready: the core still runs ``vllm_config.__post_init__()``
@@ -116,13 +121,17 @@ def _wake_until_stopped(client: Any, procs: list, stop: threading.Event) -> None
     except Exception as exc:  # another vLLM layout: the shutdown still works, only without the wake-ups
         logger.debug("engine shutdown: cannot wake the engine core (%s)", exc)
         return
+    sent = 0
     while not stop.wait(WAKE_EVERY_S):
         if not any(p.is_alive() for p in procs):
-            return
+            break
         try:
             sock.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.ZMQError:  # the core's end is gone or full: it is shutting down anyway
-            return
+        except zmq.ZMQError as exc:  # the core's end is gone or full: it is shutting down anyway
+            logger.debug("engine shutdown: a wake-up failed (%s); no more are sent", exc)
+            break
+        sent += 1
+    logger.debug("engine shutdown: %d wake-up(s) sent", sent)
 
 
 def shutdown_engine(engine: Any, timeout: Optional[float] = ENGINE_SHUTDOWN_S) -> None:
@@ -144,17 +153,23 @@ def shutdown_engine(engine: Any, timeout: Optional[float] = ENGINE_SHUTDOWN_S) -
             target=_wake_until_stopped, args=(client, procs, stop), name="poc-engine-wake", daemon=True
         )
         stop_processes = manager.shutdown
+        first_call = threading.Lock()  # taken once, never released
 
         def stop_processes_waking_the_core(*args: Any, **kwargs: Any) -> None:
             # vLLM's own order: the client's shutdown stops the processes (SIGTERM, wait up to the
             # timeout, kill), then closes its sockets; the waker sends only while the first part
-            # waits, so the socket is never used by two threads at once nor closed under it
+            # waits, so the socket is never used by two threads at once nor closed under it.
+            # vLLM calls this a second time, from its liveness monitor thread, within a second of the
+            # first call; that call returns at once and must not end the wake-ups (when it did, before
+            # the first wake-up, a lost SIGTERM left the core idle until it was killed)
+            stopping = first_call.acquire(blocking=False)
             try:
                 stop_processes(*args, **kwargs)
             finally:
-                stop.set()
-                if waker.ident is not None:
-                    waker.join()
+                if stopping:
+                    stop.set()
+                    if waker.ident is not None:
+                        waker.join()
 
         manager.shutdown = stop_processes_waking_the_core
         waker.start()

@@ -60,6 +60,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .._log import configure_logging
 from ..constants import STRONGER_SEGMENTS
 from . import compat
 from .inline import BatchSpec, decoder_layers, install, uninstall
@@ -368,6 +369,7 @@ def _wrap_load_model(worker: Any) -> None:
 def _install_once(worker: Any) -> None:
     """Install the in-graph ops on ``worker``'s freshly loaded model, unless they already are."""
     if getattr(worker, "_poc_inline", None) is None:
+        configure_logging()  # this worker process's poc_kernels records (the install's own among them)
         worker._poc_inline = install(worker.model_runner)
 
 
