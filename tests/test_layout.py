@@ -20,6 +20,7 @@ PACKAGE = ROOT / "poc_kernels"
 LAYERS = {
     "poc_kernels._C": 0,  # the compiled extension (csrc/), loaded by _custom_ops
     "poc_kernels._env": 0,
+    "poc_kernels._log": 0,  # the poc_kernels logger's handler (standard library only)
     "poc_kernels.constants": 0,
     "poc_kernels._checks": 0,
     "poc_kernels._cache": 0,
