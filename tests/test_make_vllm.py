@@ -47,3 +47,27 @@ def test_the_matrix_runs_each_release():
 def test_the_matrix_script_needs_a_release():
     done = subprocess.run([str(ROOT / "bench" / "vllm_matrix.sh")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "usage:" in done.stderr
+
+
+def test_the_matrix_table_goes_where_matrix_out_says(tmp_path):
+    """An absolute MATRIX_OUT (the table once went to ROOT/ABSOLUTE/PATH and the script still exited 0), and a
+    table that cannot be written fails the run. ``make`` is a stand-in that prints a pytest summary."""
+    import os
+
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "make").write_text('#!/bin/sh\necho "======== 3 passed, 1 skipped in 1.50s ========"\n')
+    (shim / "make").chmod(0o755)
+    env = dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}", MATRIX_DIR=str(tmp_path / "matrix"))
+    script = str(ROOT / "bench" / "vllm_matrix.sh")
+
+    out = tmp_path / "table.md"
+    done = subprocess.run([script, "9.9.9"], env=dict(env, MATRIX_OUT=str(out)), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "| 9.9.9 | not installed | green | 3 passed, 1 skipped in 1.50s |" in out.read_text()
+
+    missing = tmp_path / "no-such-folder" / "table.md"
+    done = subprocess.run([script, "9.9.9"], env=dict(env, MATRIX_OUT=str(missing)), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "cannot write the table" in done.stderr and "MATRIX_OUT" in done.stderr
