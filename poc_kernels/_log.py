@@ -30,11 +30,11 @@ def configure_logging() -> None:
     level = os.environ.get(LEVEL, "INFO").strip().upper()
     if level not in _LEVELS:
         raise ValueError(f"{LEVEL}: must be one of {', '.join(_LEVELS)}, got {os.environ.get(LEVEL)!r}")
-    root = logging.getLogger("poc_kernels")
-    if root.handlers:
+    package = logging.getLogger("poc_kernels")
+    if package.handlers:
         return
     handler = logging.StreamHandler(sys.stdout)  # where vLLM's own records go
     handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False  # the handler above prints it; a configured root logger would print it twice
+    package.addHandler(handler)
+    package.setLevel(level)
+    package.propagate = False  # the handler above prints it; a configured root logger would print it twice
